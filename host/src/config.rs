@@ -1,0 +1,516 @@
+//! The gateway's configuration: one TOML file, parsed into serde structs that
+//! reject unknown keys, with every default in one place (`Default` impls here)
+//! and a validation pass that runs before anything connects or loads.
+//!
+//! Durations are human strings (`"250ms"`, `"2s"`), sizes are human strings
+//! (`"64MiB"`). Relative plugin paths are resolved against the config file's
+//! folder, so a config works from any working directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::subject;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub health: HealthConfig,
+    pub reconnect: ReconnectConfig,
+    pub http: HttpConfig,
+    pub runtime: RuntimeConfig,
+    /// The plugins and their bindings (`[[plugin]]` tables).
+    #[serde(rename = "plugin", skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats: NatsConfig::default(),
+            health: HealthConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            http: HttpConfig::default(),
+            runtime: RuntimeConfig::default(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+/// `[nats]`: where to connect and how to authenticate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs, tried in order (`nats://host:port`, `tls://host:port`).
+    pub servers: Vec<String>,
+    /// Client name shown in the server's connection list.
+    pub name: String,
+    /// How long one connection attempt may take (TCP plus the NATS handshake).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Messages buffered per subscription before the client drops them (and
+    /// reports a slow consumer).
+    pub subscription_capacity: usize,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            name: "wasmgate".into(),
+            connect_timeout: Duration::from_secs(2),
+            subscription_capacity: 65_536,
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// `[nats.auth]`: at most one of creds file, nkey seed, token, or user + password.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_seed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// `[nats.tls]`: a CA to trust and an optional client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Refuse plain-text connections.
+    pub required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// `[health]`: the application-level probe (a round trip through the server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between probes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one probe may wait for its echo before it counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the supervisor does when `max_attempts` is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExhausted {
+    /// Stop the gateway with an error (the process exits non-zero), so an
+    /// orchestrator can restart or page.
+    Exit,
+    /// Stay up in state `failed` (readiness false) and keep trying every `max_backoff`.
+    KeepTrying,
+}
+
+/// `[reconnect]`: the backoff policy shared by the client's own reconnect and
+/// the supervisor's application-level reconnect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Attempts per outage before giving up; 0 means never give up.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Each delay is the previous one times this (≥ 1.0).
+    pub backoff_factor: f64,
+    /// Consecutive failed health probes that trigger an application-level reconnect.
+    pub failure_threshold: u32,
+    /// Fraction (0.0–1.0) by which a delay may be randomly shortened, so that
+    /// many gateways do not reconnect in lockstep.
+    pub jitter: f64,
+    pub on_exhausted: OnExhausted,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            max_attempts: 30,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            backoff_factor: 2.0,
+            failure_threshold: 3,
+            jitter: 0.2,
+            on_exhausted: OnExhausted::Exit,
+        }
+    }
+}
+
+/// `[http]`: the status and probe endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address for `/status`, `/healthz`, `/readyz`; an empty string turns HTTP off.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8480".into(),
+        }
+    }
+}
+
+/// `[runtime]`: host-wide settings of the WebAssembly runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Granularity of handler deadlines: the epoch ticks this often.
+    #[serde(with = "humantime_serde")]
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A scalar plugin config value; handed to the guest as a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigValue::String(s) => f.write_str(s),
+            ConfigValue::Integer(i) => write!(f, "{i}"),
+            ConfigValue::Float(x) => write!(f, "{x}"),
+            ConfigValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// `[[plugin]]`: one WebAssembly component and the subjects it handles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name, used in logs, metrics and `/status`.
+    pub name: String,
+    /// The component (`.wasm`); relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// Values the plugin reads through the `config` interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Longest time one `handle` call may run before it is interrupted.
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most linear memory one instance may grow to.
+    #[serde(default = "default_plugin_memory")]
+    pub memory: ByteSize,
+    #[serde(rename = "binding")]
+    pub bindings: Vec<BindingConfig>,
+}
+
+fn default_plugin_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_plugin_memory() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+/// `[[plugin.binding]]`: a core NATS subscription feeding the plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingConfig {
+    /// Subject filter; wildcards allowed.
+    pub subject: String,
+    /// Queue group: members share the messages instead of each getting a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// Why a config was refused. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid config:\n{}", format_problems(.problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One invalid setting: the key (a dotted path) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {}: {}", p.key, p.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative plugin paths are made
+    /// relative to the file's folder.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &shown)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for plugin in &mut config.plugins {
+            if plugin.path.is_relative() {
+                plugin.path = base.join(&plugin.path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The full default config as TOML (what `wasmgate config default` prints).
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Config::default()).expect("default config serializes");
+        format!(
+            "# wasmgate default configuration. Every key is optional; add [[plugin]] tables.\n\
+             # See the README's config reference for what each key means.\n\n{body}"
+        )
+    }
+
+    /// Check every value that serde's types cannot, reporting all problems at once.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, reason: String| {
+            problems.push(Problem {
+                key: key.to_string(),
+                reason,
+            })
+        };
+
+        let n = &self.nats;
+        if n.servers.is_empty() {
+            bad("nats.servers", "at least one server is required".into());
+        }
+        for (i, server) in n.servers.iter().enumerate() {
+            if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+                bad(&format!("nats.servers[{i}]"), format!("{server:?} is not a server URL: {e}"));
+            }
+        }
+        if n.connect_timeout.is_zero() {
+            bad("nats.connect_timeout", "must be greater than zero".into());
+        }
+        if n.subscription_capacity == 0 {
+            bad("nats.subscription_capacity", "must be greater than zero".into());
+        }
+        let a = &n.auth;
+        let methods = [
+            a.creds_file.is_some(),
+            a.nkey_seed.is_some(),
+            a.token.is_some(),
+            a.user.is_some() || a.password.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            bad(
+                "nats.auth",
+                "set only one of creds_file, nkey_seed, token, or user + password".into(),
+            );
+        }
+        if a.user.is_some() != a.password.is_some() {
+            bad("nats.auth", "user and password go together".into());
+        }
+        if n.tls.cert.is_some() != n.tls.key.is_some() {
+            bad("nats.tls", "cert and key go together".into());
+        }
+
+        if self.health.interval.is_zero() {
+            bad("health.interval", "must be greater than zero".into());
+        }
+        if self.health.timeout.is_zero() {
+            bad("health.timeout", "must be greater than zero".into());
+        }
+
+        let r = &self.reconnect;
+        if r.initial_backoff.is_zero() {
+            bad("reconnect.initial_backoff", "must be greater than zero".into());
+        }
+        if r.max_backoff < r.initial_backoff {
+            bad(
+                "reconnect.max_backoff",
+                format!(
+                    "{} is less than initial_backoff ({})",
+                    humantime::format_duration(r.max_backoff),
+                    humantime::format_duration(r.initial_backoff)
+                ),
+            );
+        }
+        if !(r.backoff_factor.is_finite() && r.backoff_factor >= 1.0) {
+            bad("reconnect.backoff_factor", format!("{} must be at least 1.0", r.backoff_factor));
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            bad("reconnect.jitter", format!("{} must be between 0.0 and 1.0", r.jitter));
+        }
+        if r.failure_threshold == 0 {
+            bad("reconnect.failure_threshold", "must be at least 1".into());
+        }
+
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad("http.listen", format!("{:?} is not an address like 127.0.0.1:8480", self.http.listen));
+        }
+        if self.runtime.epoch_tick.is_zero() {
+            bad("runtime.epoch_tick", "must be greater than zero".into());
+        }
+
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = if p.name.is_empty() {
+                format!("plugin[{i}]")
+            } else {
+                format!("plugin[{i}] ({})", p.name)
+            };
+            if p.name.is_empty()
+                || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bad(
+                    &format!("{at}.name"),
+                    format!("{:?} must be non-empty letters, digits, '-' or '_'", p.name),
+                );
+            } else if !names.insert(p.name.as_str()) {
+                bad(&format!("{at}.name"), format!("{:?} is used by another plugin", p.name));
+            }
+            if p.path.as_os_str().is_empty() {
+                bad(&format!("{at}.path"), "is empty".into());
+            }
+            if p.timeout.is_zero() {
+                bad(&format!("{at}.timeout"), "must be greater than zero".into());
+            }
+            if p.memory.as_u64() < 64 * 1024 {
+                bad(&format!("{at}.memory"), format!("{} is below one 64 KiB page", p.memory));
+            }
+            if p.bindings.is_empty() {
+                bad(&format!("{at}.binding"), "a plugin needs at least one [[plugin.binding]]".into());
+            }
+            for (j, b) in p.bindings.iter().enumerate() {
+                if let Err(e) = subject::validate_filter(&b.subject) {
+                    bad(&format!("{at}.binding[{j}].subject"), e.to_string());
+                }
+                if let Some(q) = &b.queue {
+                    if let Err(e) = subject::validate_queue(q) {
+                        bad(&format!("{at}.binding[{j}].queue"), e);
+                    }
+                }
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_validates() {
+        let text = Config::default_toml();
+        let parsed = Config::parse(&text, "default").expect("default config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("", "empty").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let c = Config::parse("[health]\ninterval = \"250ms\"\ntimeout = \"1m\"\n", "t").unwrap();
+        assert_eq!(c.health.interval, Duration::from_millis(250));
+        assert_eq!(c.health.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let err = Config::parse(
+            "[reconnect]\nbackoff_factor = 0.5\njitter = 2.0\nfailure_threshold = 0\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        match err {
+            ConfigError::Invalid { problems, .. } => {
+                let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+                assert_eq!(
+                    keys,
+                    ["reconnect.backoff_factor", "reconnect.jitter", "reconnect.failure_threshold"]
+                );
+            }
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+}

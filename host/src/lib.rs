@@ -1,0 +1,31 @@
+//! wasmgate: a NATS event gateway whose subscription handlers are WebAssembly
+//! components, on a supervised connection that re-binds them after every
+//! reconnect.
+//!
+//! - [`config`]: the TOML file, its defaults and validation.
+//! - [`supervisor`]: the one owner of the NATS client; health checks, backoff,
+//!   reconnects, re-binding, callbacks (its docs hold the state machine).
+//! - [`health`]: the round-trip probe. [`backoff`]: the policy and retry loop.
+//! - [`runtime`] and [`plugin`]: wasmtime, the WIT host interfaces, loading
+//!   and checking components, instances. [`dispatch`]: the per-message path.
+//! - [`status`] and [`http`]: what operators and embedders see.
+//! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
+
+pub mod backoff;
+pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod gateway;
+pub mod health;
+pub mod http;
+pub mod plugin;
+pub mod runtime;
+pub mod status;
+pub mod subject;
+pub mod supervisor;
+pub mod telemetry;
+
+pub use config::Config;
+pub use gateway::{Gateway, run};
+pub use status::{BindingState, ConnectionState, Status};
+pub use supervisor::{ReconnectEvent, ReconnectPath};

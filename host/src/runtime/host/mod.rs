@@ -1,0 +1,11 @@
+//! Host-side implementations of the interfaces a plugin imports, one file per
+//! interface, all over [`HostState`](crate::runtime::HostState).
+
+mod config;
+mod log;
+mod publisher;
+
+use super::HostState;
+use super::bindings::wasmgate::plugin::types;
+
+impl types::Host for HostState {}

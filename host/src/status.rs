@@ -1,0 +1,244 @@
+//! The gateway's reconnect status: what the supervisor decided (connection
+//! state, failure count, attempts, reconnects, last error) and every binding's
+//! state, published on a `watch` channel so that `/status`, `/readyz` and
+//! embedding code read one source, and can wait for changes.
+//!
+//! Per-message counters live in atomics beside it (see [`BindingCounters`]),
+//! so the hot path never takes the watch's lock; [`StatusHub::snapshot`] folds
+//! them in.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// The supervised connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionState {
+    /// First connection not made yet.
+    Connecting,
+    /// Connected, and the last health probe (if any) succeeded.
+    Connected,
+    /// Connected, but health probes are failing (below the threshold).
+    Degraded,
+    /// The client lost the connection and is reconnecting on its own.
+    Disconnected,
+    /// The supervisor gave up on the client and is building a new one.
+    Reconnecting,
+    /// Reconnect attempts are used up.
+    Failed,
+    /// Shutting down: draining subscriptions and in-flight handlers.
+    Draining,
+    /// Shut down.
+    Stopped,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Degraded => "degraded",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Reconnecting => "reconnecting",
+            ConnectionState::Failed => "failed",
+            ConnectionState::Draining => "draining",
+            ConnectionState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One binding's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindingState {
+    /// Not subscribed yet, or waiting for the server to confirm.
+    Pending,
+    /// Subscribed and confirmed by the server.
+    Bound,
+    /// The connection is down; the subscription will be restored.
+    Rebinding,
+    /// Subscribing failed; retried on every health tick.
+    Failed,
+    /// Drained at shutdown.
+    Stopped,
+}
+
+/// Message counters of one binding, updated on the hot path.
+#[derive(Debug, Default)]
+pub struct BindingCounters {
+    /// `handle` returned ok.
+    pub handled: AtomicU64,
+    /// `handle` asked for a retry.
+    pub retried: AtomicU64,
+    /// `handle` rejected the message.
+    pub rejected: AtomicU64,
+    /// `handle` trapped or ran past its deadline.
+    pub trapped: AtomicU64,
+    /// Publishing the outbox or the reply failed.
+    pub publish_failed: AtomicU64,
+}
+
+/// A binding as shown in the status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BindingStatus {
+    pub plugin: String,
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    pub state: BindingState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub handled: u64,
+    pub retried: u64,
+    pub rejected: u64,
+    pub trapped: u64,
+    pub publish_failed: u64,
+}
+
+/// The whole status, as `GET /status` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub state: ConnectionState,
+    /// `true` when connected and every binding is confirmed by the server.
+    pub ready: bool,
+    /// The server currently connected to, as `host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Consecutive failed health probes.
+    pub consecutive_failures: u32,
+    /// Attempts in the current reconnect (client's own or the supervisor's); 0 when connected.
+    pub reconnect_attempts: u32,
+    /// Completed reconnects since start (the first connection is not one).
+    pub total_reconnects: u64,
+    /// When the last reconnect completed (RFC 3339).
+    #[serde(with = "rfc3339_opt")]
+    pub last_reconnect: Option<SystemTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Round trip of the last successful health probe, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_probe_rtt_us: Option<u64>,
+    /// Slow-consumer events reported by the client (messages were dropped).
+    pub slow_consumer_events: u64,
+    pub bindings: Vec<BindingStatus>,
+}
+
+impl Status {
+    fn compute_ready(&self) -> bool {
+        self.state == ConnectionState::Connected
+            && self.bindings.iter().all(|b| b.state == BindingState::Bound)
+    }
+}
+
+mod rfc3339_opt {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Where the status lives; cheap to clone.
+#[derive(Clone)]
+pub struct StatusHub {
+    tx: Arc<watch::Sender<Status>>,
+    counters: Arc<[Arc<BindingCounters>]>,
+}
+
+impl StatusHub {
+    /// A hub for these bindings (plugin, subject, queue), all pending.
+    pub fn new(bindings: &[(String, String, Option<String>)]) -> (StatusHub, Vec<Arc<BindingCounters>>) {
+        let counters: Vec<Arc<BindingCounters>> =
+            bindings.iter().map(|_| Arc::new(BindingCounters::default())).collect();
+        let status = Status {
+            state: ConnectionState::Connecting,
+            ready: false,
+            server: None,
+            consecutive_failures: 0,
+            reconnect_attempts: 0,
+            total_reconnects: 0,
+            last_reconnect: None,
+            last_error: None,
+            last_probe_rtt_us: None,
+            slow_consumer_events: 0,
+            bindings: bindings
+                .iter()
+                .map(|(plugin, subject, queue)| BindingStatus {
+                    plugin: plugin.clone(),
+                    subject: subject.clone(),
+                    queue: queue.clone(),
+                    state: BindingState::Pending,
+                    error: None,
+                    handled: 0,
+                    retried: 0,
+                    rejected: 0,
+                    trapped: 0,
+                    publish_failed: 0,
+                })
+                .collect(),
+        };
+        let (tx, _) = watch::channel(status);
+        (
+            StatusHub {
+                tx: Arc::new(tx),
+                counters: counters.clone().into(),
+            },
+            counters,
+        )
+    }
+
+    /// The current status with fresh counters.
+    pub fn snapshot(&self) -> Status {
+        let mut status = self.tx.borrow().clone();
+        for (b, c) in status.bindings.iter_mut().zip(self.counters.iter()) {
+            b.handled = c.handled.load(Ordering::Relaxed);
+            b.retried = c.retried.load(Ordering::Relaxed);
+            b.rejected = c.rejected.load(Ordering::Relaxed);
+            b.trapped = c.trapped.load(Ordering::Relaxed);
+            b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
+        }
+        status
+    }
+
+    /// A receiver that wakes on every state change (not on counter changes).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.tx.subscribe()
+    }
+
+    /// Change the status; `ready` is recomputed.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.tx.send_modify(|s| {
+            f(s);
+            s.ready = s.compute_ready();
+        });
+    }
+
+    /// Set one binding's state and error.
+    pub fn set_binding(&self, index: usize, state: BindingState, error: Option<String>) {
+        self.update(|s| {
+            if let Some(b) = s.bindings.get_mut(index) {
+                b.state = state;
+                b.error = error;
+            }
+        });
+    }
+
+    /// Set every binding's state (and clear or keep errors).
+    pub fn set_all_bindings(&self, state: BindingState) {
+        self.update(|s| {
+            for b in &mut s.bindings {
+                if b.state != BindingState::Failed || state == BindingState::Stopped {
+                    b.state = state;
+                }
+            }
+        });
+    }
+}

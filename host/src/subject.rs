@@ -1,0 +1,105 @@
+//! NATS subject and queue-group syntax, checked once at the edges (config load
+//! and guest publishes) so that nothing malformed reaches the connection.
+
+/// Why a subject is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("subject is empty")]
+    Empty,
+    #[error("subject {0:?} contains whitespace")]
+    Whitespace(String),
+    #[error("subject {0:?} has an empty token (leading, trailing or double '.')")]
+    EmptyToken(String),
+    #[error("subject {0:?} uses a wildcard where a concrete subject is needed")]
+    Wildcard(String),
+    #[error("subject {0:?} uses '>' before its last token")]
+    MisplacedTail(String),
+}
+
+fn check_tokens(subject: &str, allow_wildcards: bool) -> Result<(), SubjectError> {
+    if subject.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if subject.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(SubjectError::Whitespace(subject.to_string()));
+    }
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken(subject.to_string()));
+        }
+        let wildcard = token == "*" || token == ">";
+        if wildcard && !allow_wildcards {
+            return Err(SubjectError::Wildcard(subject.to_string()));
+        }
+        if token == ">" && tokens.peek().is_some() {
+            return Err(SubjectError::MisplacedTail(subject.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// A subject that may be subscribed to: wildcards `*` and a final `>` allowed.
+pub fn validate_filter(subject: &str) -> Result<(), SubjectError> {
+    check_tokens(subject, true)
+}
+
+/// A subject that may be published to: no wildcards.
+pub fn validate_publish(subject: &str) -> Result<(), SubjectError> {
+    check_tokens(subject, false)
+}
+
+/// A queue group name: non-empty, no whitespace.
+pub fn validate_queue(queue: &str) -> Result<(), String> {
+    if queue.is_empty() {
+        return Err("queue group is empty".into());
+    }
+    if queue.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(format!("queue group {queue:?} contains whitespace"));
+    }
+    Ok(())
+}
+
+/// Whether `subject` is matched by the subscription `filter` (NATS wildcard rules).
+pub fn matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_publish_subjects() {
+        assert!(validate_filter("in.>").is_ok());
+        assert!(validate_filter("in.*.x").is_ok());
+        assert_eq!(validate_filter(""), Err(SubjectError::Empty));
+        assert!(matches!(validate_filter("a..b"), Err(SubjectError::EmptyToken(_))));
+        assert!(matches!(validate_filter("a.>.b"), Err(SubjectError::MisplacedTail(_))));
+        assert!(matches!(validate_filter("a b"), Err(SubjectError::Whitespace(_))));
+        assert!(validate_publish("out.in.x").is_ok());
+        assert!(matches!(validate_publish("out.*"), Err(SubjectError::Wildcard(_))));
+        assert!(validate_queue("workers").is_ok());
+        assert!(validate_queue("a b").is_err());
+    }
+
+    #[test]
+    fn wildcard_matching() {
+        assert!(matches("in.>", "in.a.b"));
+        assert!(!matches("in.>", "in"));
+        assert!(matches("in.*", "in.a"));
+        assert!(!matches("in.*", "in.a.b"));
+        assert!(matches("a.b", "a.b"));
+        assert!(!matches("a.b", "a.c"));
+    }
+}

@@ -1,0 +1,19 @@
+//! Logging set-up for the binary: `RUST_LOG`-style filters (default `info`),
+//! text or JSON lines on stderr.
+
+use tracing_subscriber::EnvFilter;
+
+/// Install the global subscriber. `json` switches to one JSON object per line.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A subscriber set by an embedding program wins.
+    let _ = result;
+}

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytesize::ByteSize;
+pub use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::subject;
@@ -206,7 +206,7 @@ impl Default for RuntimeConfig {
 
 /// A scalar plugin config value; handed to the guest as a string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string, integer, float or boolean")]
 pub enum ConfigValue {
     String(String),
     Integer(i64),

@@ -22,7 +22,9 @@ use crate::status::StatusHub;
 pub enum ClientEvent {
     Connected,
     Disconnected,
-    /// The client's own reconnect used up its attempts, or it closed.
+    /// The client's own reconnect used up `max_attempts`.
+    Exhausted,
+    /// The client closed for another reason.
     GaveUp(String),
     SlowConsumer(u64),
     ServerError(String),
@@ -79,9 +81,7 @@ pub async fn connect(
                     Event::Connected => ClientEvent::Connected,
                     Event::Disconnected => ClientEvent::Disconnected,
                     Event::Closed => ClientEvent::GaveUp("connection closed".into()),
-                    Event::ClientError(async_nats::ClientError::MaxReconnects) => {
-                        ClientEvent::GaveUp("the client used up its reconnect attempts".into())
-                    }
+                    Event::ClientError(async_nats::ClientError::MaxReconnects) => ClientEvent::Exhausted,
                     Event::SlowConsumer(sid) => ClientEvent::SlowConsumer(sid),
                     Event::ServerError(e) => ClientEvent::ServerError(e.to_string()),
                     Event::LameDuckMode => ClientEvent::LameDuck,

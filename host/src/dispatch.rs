@@ -7,9 +7,16 @@
 //! - trap or deadline: count it, drop the instance (a trapped component cannot
 //!   be re-entered) and take a fresh one for the next message.
 //!
-//! One task per binding per connection handles messages in order with one
-//! instance. `stop` retires the task with its connection; `shutdown` drains
-//! the subscription and finishes what the server already sent.
+//! Each binding gets one thread from tokio's blocking pool per connection,
+//! with one instance, handling messages in order. Wasm calls are synchronous
+//! with an epoch deadline, so they run off the async workers: a slow guest
+//! never stalls the connection or the health probe, and WASI's own blocking
+//! bridges work. The thread takes every message that is already buffered (up
+//! to a batch), runs them, then publishes all their output in one go, so the
+//! async hand-off is paid per batch, not per message.
+//!
+//! `stop` retires the thread with its connection; `shutdown` drains the
+//! subscription and finishes what the server already sent.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +25,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, Subscriber};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use futures::FutureExt;
 
 use crate::plugin::{CallError, Handled, Instance, Outcome, Plugin};
 use crate::runtime::Outgoing;
@@ -41,33 +48,80 @@ pub struct Dispatch {
     pub drain_timeout: Duration,
 }
 
+/// Most messages taken from the subscription before their output is sent.
+const BATCH: usize = 128;
+
+enum Step {
+    Batch,
+    Stop,
+    Shutdown,
+}
+
+/// Output of a batch, sent in order once the batch is done.
+enum Send {
+    Publish(Outgoing),
+    Reply { to: String, payload: Vec<u8> },
+    Error { to: String, kind: &'static str, reason: String },
+}
+
 impl Dispatch {
-    pub async fn run(mut self) {
+    /// Run on a blocking-pool thread until retired or drained.
+    pub fn run(mut self) {
+        let rt = tokio::runtime::Handle::current();
         let mut instance: Option<Instance> = None;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut out = Vec::with_capacity(BATCH);
         loop {
-            let msg = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return,
-                _ = self.shutdown.cancelled() => break,
-                msg = self.subscriber.next() => match msg {
-                    Some(msg) => msg,
-                    None => return,
-                },
-            };
-            self.handle(&mut instance, msg).await;
+            match rt.block_on(self.next_batch(&mut batch)) {
+                Step::Batch => {}
+                Step::Stop => return,
+                Step::Shutdown => break,
+            }
+            for msg in batch.drain(..) {
+                self.process(&mut instance, msg, &mut out);
+            }
+            rt.block_on(self.send(&mut out));
         }
 
         // Shutdown: ask the server to stop sending, then handle what is buffered.
-        if let Err(e) = self.subscriber.drain().await {
-            tracing::warn!(plugin = self.plugin.name(), error = %e, "drain request failed");
+        let drained = rt.block_on(async {
+            if let Err(e) = self.subscriber.drain().await {
+                tracing::warn!(plugin = self.plugin.name(), error = %e, "drain request failed");
+            }
+            let deadline = tokio::time::Instant::now() + self.drain_timeout;
+            let mut rest = Vec::new();
+            while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.subscriber.next()).await {
+                rest.push(msg);
+            }
+            rest
+        });
+        for msg in drained {
+            self.process(&mut instance, msg, &mut out);
         }
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.subscriber.next()).await {
-            self.handle(&mut instance, msg).await;
-        }
+        rt.block_on(self.send(&mut out));
     }
 
-    async fn handle(&self, instance: &mut Option<Instance>, msg: async_nats::Message) {
+    async fn next_batch(&mut self, batch: &mut Vec<async_nats::Message>) -> Step {
+        let first = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Step::Stop,
+            _ = self.shutdown.cancelled() => return Step::Shutdown,
+            msg = self.subscriber.next() => match msg {
+                Some(msg) => msg,
+                None => return Step::Stop,
+            },
+        };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match self.subscriber.next().now_or_never() {
+                Some(Some(msg)) => batch.push(msg),
+                _ => break,
+            }
+        }
+        Step::Batch
+    }
+
+    fn process(&self, instance: &mut Option<Instance>, msg: async_nats::Message, out: &mut Vec<Send>) {
         let span = tracing::debug_span!(
             "message",
             messaging.system = "nats",
@@ -76,12 +130,14 @@ impl Dispatch {
             messaging.message.body.size = msg.payload.len(),
             wasmgate.plugin = self.plugin.name(),
         );
-        self.process(instance, msg).instrument(span).await
-    }
-
-    async fn process(&self, instance: &mut Option<Instance>, msg: async_nats::Message) {
+        let _entered = span.enter();
         let reply_to = msg.reply.as_ref().map(|r| r.to_string());
         let input = to_wit(msg);
+        let error = |out: &mut Vec<Send>, kind: &'static str, reason: String| {
+            if let Some(to) = reply_to.clone() {
+                out.push(Send::Error { to, kind, reason });
+            }
+        };
 
         let inst = match instance {
             Some(inst) => inst,
@@ -90,7 +146,7 @@ impl Dispatch {
                 Err(e) => {
                     self.counters.trapped.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "cannot instantiate plugin");
-                    self.error_reply(reply_to, "trap", &e.to_string()).await;
+                    error(out, "trap", e.to_string());
                     return;
                 }
             },
@@ -101,17 +157,10 @@ impl Dispatch {
                 outcome: Outcome::Ok(reply),
                 outbox,
             }) => {
-                let mut ok = self.send_outbox(outbox).await;
-                if let (Some(to), Some(reply)) = (reply_to, reply) {
-                    if let Err(e) = self.client.publish(to, reply.into()).await {
-                        tracing::warn!(error = %e, "reply failed");
-                        ok = false;
-                    }
-                }
-                if ok {
-                    self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                out.extend(outbox.into_iter().map(Send::Publish));
+                if let (Some(to), Some(payload)) = (reply_to, reply) {
+                    out.push(Send::Reply { to, payload });
                 }
             }
             Ok(Handled {
@@ -120,7 +169,7 @@ impl Dispatch {
             }) => {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler asked for a retry");
-                self.error_reply(reply_to, "retry", &reason).await;
+                error(out, "retry", reason);
             }
             Ok(Handled {
                 outcome: Outcome::Reject(reason),
@@ -128,7 +177,7 @@ impl Dispatch {
             }) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler rejected the message");
-                self.error_reply(reply_to, "reject", &reason).await;
+                error(out, "reject", reason);
             }
             Err(e) => {
                 *instance = None;
@@ -138,43 +187,34 @@ impl Dispatch {
                     CallError::Timeout(_) => "timeout",
                     _ => "trap",
                 };
-                self.error_reply(reply_to, kind, &e.to_string()).await;
+                error(out, kind, e.to_string());
             }
         }
     }
 
-    async fn send_outbox(&self, outbox: Vec<Outgoing>) -> bool {
-        let mut ok = true;
-        for out in outbox {
-            let result = if out.headers.is_empty() {
-                self.client.publish(out.subject, out.payload).await
-            } else {
-                let mut headers = HeaderMap::new();
-                for (k, v) in &out.headers {
-                    headers.append(k.as_str(), v.as_str());
+    /// Send a batch's output in order.
+    async fn send(&self, out: &mut Vec<Send>) {
+        for item in out.drain(..) {
+            let result = match item {
+                Send::Publish(o) if o.headers.is_empty() => self.client.publish(o.subject, o.payload).await,
+                Send::Publish(o) => {
+                    let mut headers = HeaderMap::new();
+                    for (k, v) in &o.headers {
+                        headers.append(k.as_str(), v.as_str());
+                    }
+                    self.client.publish_with_headers(o.subject, headers, o.payload).await
                 }
-                self.client
-                    .publish_with_headers(out.subject, headers, out.payload)
-                    .await
+                Send::Reply { to, payload } => self.client.publish(to, payload.into()).await,
+                Send::Error { to, kind, reason } => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(ERROR_HEADER, kind);
+                    self.client.publish_with_headers(to, headers, reason.into()).await
+                }
             };
             if let Err(e) = result {
-                tracing::warn!(error = %e, "publish failed");
-                ok = false;
+                self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = self.plugin.name(), error = %e, "publish failed");
             }
-        }
-        ok
-    }
-
-    async fn error_reply(&self, reply_to: Option<String>, kind: &str, reason: &str) {
-        let Some(to) = reply_to else { return };
-        let mut headers = HeaderMap::new();
-        headers.insert(ERROR_HEADER, kind);
-        if let Err(e) = self
-            .client
-            .publish_with_headers(to, headers, reason.to_string().into())
-            .await
-        {
-            tracing::warn!(error = %e, "error reply failed");
         }
     }
 }

@@ -102,6 +102,14 @@ pub enum SupervisorError {
     Exhausted(#[from] Exhausted),
 }
 
+/// Why the current client must go.
+enum Rebuild {
+    /// Unhealthy or closed: reconnect with the backoff.
+    Because(String),
+    /// The client's own reconnect used up `max_attempts`.
+    Exhausted,
+}
+
 /// One client and everything bound to it.
 struct Connection {
     client: Client,
@@ -174,12 +182,31 @@ impl Supervisor {
                 }
                 _ = ticker.tick() => self.on_tick(&mut conn).await,
             };
-            if let Some(reason) = rebuild {
-                self.retire(conn).await;
-                match self.reconnect(&backoff, reason).await? {
-                    Some(new) => conn = new,
-                    None => return Ok(self.stopped()),
+            let next = match rebuild {
+                None => continue,
+                Some(Rebuild::Because(reason)) => {
+                    self.retire(conn).await;
+                    self.reconnect(&backoff, reason).await?
                 }
+                Some(Rebuild::Exhausted) => {
+                    self.retire(conn).await;
+                    let attempts = self.config.reconnect.max_attempts;
+                    let exhausted = Exhausted {
+                        attempts,
+                        last_error: "the client's own reconnect failed every attempt".into(),
+                    };
+                    match self.exhausted(exhausted).await? {
+                        Some(new) => {
+                            self.after_reconnect(&new, ReconnectPath::Supervisor).await;
+                            Some(new)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            match next {
+                Some(new) => conn = new,
+                None => return Ok(self.stopped()),
             }
         }
     }
@@ -201,30 +228,34 @@ impl Supervisor {
 
     /// Connect and bind with the backoff. `Ok(None)` means shutdown came first.
     async fn establish(&self, backoff: &Backoff, state: ConnectionState) -> Result<Option<Connection>, SupervisorError> {
-        let r = &self.config.reconnect;
-        match self.establish_with(backoff, r.max_attempts, state).await {
+        match self.establish_with(backoff, self.config.reconnect.max_attempts, state).await {
             Ok(conn) => Ok(conn),
-            Err(exhausted) => {
-                tracing::error!(error = %exhausted, "reconnect attempts exhausted");
-                self.status.update(|s| {
-                    s.state = ConnectionState::Failed;
-                    s.last_error = Some(exhausted.to_string());
-                });
-                match r.on_exhausted {
-                    OnExhausted::Exit => Err(SupervisorError::Exhausted(exhausted)),
-                    OnExhausted::KeepTrying => {
-                        let slow = Backoff {
-                            initial: r.max_backoff,
-                            max: r.max_backoff,
-                            factor: 1.0,
-                            jitter: r.jitter,
-                        };
-                        Ok(self
-                            .establish_with(&slow, 0, ConnectionState::Failed)
-                            .await
-                            .expect("unlimited attempts never run out"))
-                    }
-                }
+            Err(exhausted) => self.exhausted(exhausted).await,
+        }
+    }
+
+    /// Attempts are used up: state `failed`, then as `on_exhausted` says.
+    async fn exhausted(&self, exhausted: Exhausted) -> Result<Option<Connection>, SupervisorError> {
+        let r = &self.config.reconnect;
+        tracing::error!(error = %exhausted, "reconnect attempts exhausted");
+        self.status.update(|s| {
+            s.state = ConnectionState::Failed;
+            s.last_error = Some(exhausted.to_string());
+        });
+        self.status.set_all_bindings(BindingState::Rebinding);
+        match r.on_exhausted {
+            OnExhausted::Exit => Err(SupervisorError::Exhausted(exhausted)),
+            OnExhausted::KeepTrying => {
+                let slow = Backoff {
+                    initial: r.max_backoff,
+                    max: r.max_backoff,
+                    factor: 1.0,
+                    jitter: r.jitter,
+                };
+                Ok(self
+                    .establish_with(&slow, 0, ConnectionState::Failed)
+                    .await
+                    .expect("unlimited attempts never run out"))
             }
         }
     }
@@ -316,7 +347,7 @@ impl Supervisor {
                         shutdown: self.shutdown.clone(),
                         drain_timeout: DRAIN_TIMEOUT,
                     };
-                    conn.tasks.spawn(dispatch.run());
+                    conn.tasks.spawn_blocking(move || dispatch.run());
                 }
                 Err(e) => {
                     tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %e, "binding failed");
@@ -379,8 +410,8 @@ impl Supervisor {
         }
     }
 
-    /// React to a client event; `Some(reason)` asks for an application-level reconnect.
-    async fn on_event(&self, conn: &mut Connection, event: ClientEvent) -> Option<String> {
+    /// React to a client event; `Some` asks for an application-level reconnect.
+    async fn on_event(&self, conn: &mut Connection, event: ClientEvent) -> Option<Rebuild> {
         match event {
             ClientEvent::Connected if !conn.initial_connected_seen => {
                 conn.initial_connected_seen = true;
@@ -418,7 +449,8 @@ impl Supervisor {
                 });
                 self.status.set_all_bindings(BindingState::Rebinding);
             }
-            ClientEvent::GaveUp(reason) => return Some(reason),
+            ClientEvent::GaveUp(reason) => return Some(Rebuild::Because(reason)),
+            ClientEvent::Exhausted => return Some(Rebuild::Exhausted),
             ClientEvent::SlowConsumer(sid) => {
                 tracing::warn!(sid, "slow consumer: the client dropped messages; raise nats.subscription_capacity or add capacity");
                 self.status.update(|s| s.slow_consumer_events += 1);
@@ -447,8 +479,8 @@ impl Supervisor {
         }
     }
 
-    /// A health tick; `Some(reason)` asks for an application-level reconnect.
-    async fn on_tick(&self, conn: &mut Connection) -> Option<String> {
+    /// A health tick; `Some` asks for an application-level reconnect.
+    async fn on_tick(&self, conn: &mut Connection) -> Option<Rebuild> {
         if conn.client_reconnecting {
             return None;
         }
@@ -475,8 +507,9 @@ impl Supervisor {
                     s.last_error = Some(format!("health probe: {e}"));
                 });
                 tracing::warn!(failures, threshold, error = %e, "health probe failed");
-                (failures >= threshold)
-                    .then(|| format!("{failures} consecutive health probes failed (last: {e})"))
+                (failures >= threshold).then(|| {
+                    Rebuild::Because(format!("{failures} consecutive health probes failed (last: {e})"))
+                })
             }
         }
     }

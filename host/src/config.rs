@@ -239,10 +239,10 @@ pub struct PluginConfig {
     /// Longest time one `handle` call may run before it is interrupted.
     #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most linear memory one instance may grow to.
-    #[serde(default = "default_plugin_memory")]
+    /// Most linear memory one instance may grow to (`"64MiB"`).
+    #[serde(default = "default_plugin_memory", deserialize_with = "size")]
     pub memory: ByteSize,
-    #[serde(rename = "binding")]
+    #[serde(rename = "binding", default)]
     pub bindings: Vec<BindingConfig>,
 }
 
@@ -252,6 +252,22 @@ fn default_plugin_timeout() -> Duration {
 
 fn default_plugin_memory() -> ByteSize {
     ByteSize::mib(64)
+}
+
+/// A size as a human string (`"64MiB"`, `"1 GB"`) or a number of bytes.
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a size like \"64MiB\" or a number of bytes")]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(ByteSize::b(n)),
+        Raw::Text(s) => s
+            .parse::<ByteSize>()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a size like \"64MiB\""))),
+    }
 }
 
 /// `[[plugin.binding]]`: a core NATS subscription feeding the plugin.
@@ -320,9 +336,21 @@ impl Config {
 
     /// Parse and validate TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
+        let parse_error = |key: String, e: toml::de::Error| {
+            let message = e.to_string().trim_end().to_string();
+            ConfigError::Parse {
+                path: origin.to_string(),
+                message: if key.is_empty() || key == "." {
+                    message
+                } else {
+                    format!("key `{key}`: {message}")
+                },
+            }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(String::new(), e))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_error(key, e.into_inner())
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -353,14 +381,20 @@ impl Config {
         }
         for (i, server) in n.servers.iter().enumerate() {
             if let Err(e) = server.parse::<async_nats::ServerAddr>() {
-                bad(&format!("nats.servers[{i}]"), format!("{server:?} is not a server URL: {e}"));
+                bad(
+                    &format!("nats.servers[{i}]"),
+                    format!("{server:?} is not a server URL: {e}"),
+                );
             }
         }
         if n.connect_timeout.is_zero() {
             bad("nats.connect_timeout", "must be greater than zero".into());
         }
         if n.subscription_capacity == 0 {
-            bad("nats.subscription_capacity", "must be greater than zero".into());
+            bad(
+                "nats.subscription_capacity",
+                "must be greater than zero".into(),
+            );
         }
         let a = &n.auth;
         let methods = [
@@ -391,7 +425,10 @@ impl Config {
 
         let r = &self.reconnect;
         if r.initial_backoff.is_zero() {
-            bad("reconnect.initial_backoff", "must be greater than zero".into());
+            bad(
+                "reconnect.initial_backoff",
+                "must be greater than zero".into(),
+            );
         }
         if r.max_backoff < r.initial_backoff {
             bad(
@@ -404,17 +441,30 @@ impl Config {
             );
         }
         if !(r.backoff_factor.is_finite() && r.backoff_factor >= 1.0) {
-            bad("reconnect.backoff_factor", format!("{} must be at least 1.0", r.backoff_factor));
+            bad(
+                "reconnect.backoff_factor",
+                format!("{} must be at least 1.0", r.backoff_factor),
+            );
         }
         if !(0.0..=1.0).contains(&r.jitter) {
-            bad("reconnect.jitter", format!("{} must be between 0.0 and 1.0", r.jitter));
+            bad(
+                "reconnect.jitter",
+                format!("{} must be between 0.0 and 1.0", r.jitter),
+            );
         }
         if r.failure_threshold == 0 {
             bad("reconnect.failure_threshold", "must be at least 1".into());
         }
 
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad("http.listen", format!("{:?} is not an address like 127.0.0.1:8480", self.http.listen));
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8480",
+                    self.http.listen
+                ),
+            );
         }
         if self.runtime.epoch_tick.is_zero() {
             bad("runtime.epoch_tick", "must be greater than zero".into());
@@ -428,14 +478,20 @@ impl Config {
                 format!("plugin[{i}] ({})", p.name)
             };
             if p.name.is_empty()
-                || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 bad(
                     &format!("{at}.name"),
                     format!("{:?} must be non-empty letters, digits, '-' or '_'", p.name),
                 );
             } else if !names.insert(p.name.as_str()) {
-                bad(&format!("{at}.name"), format!("{:?} is used by another plugin", p.name));
+                bad(
+                    &format!("{at}.name"),
+                    format!("{:?} is used by another plugin", p.name),
+                );
             }
             if p.path.as_os_str().is_empty() {
                 bad(&format!("{at}.path"), "is empty".into());
@@ -444,10 +500,16 @@ impl Config {
                 bad(&format!("{at}.timeout"), "must be greater than zero".into());
             }
             if p.memory.as_u64() < 64 * 1024 {
-                bad(&format!("{at}.memory"), format!("{} is below one 64 KiB page", p.memory));
+                bad(
+                    &format!("{at}.memory"),
+                    format!("{} is below one 64 KiB page", p.memory),
+                );
             }
             if p.bindings.is_empty() {
-                bad(&format!("{at}.binding"), "a plugin needs at least one [[plugin.binding]]".into());
+                bad(
+                    &format!("{at}.binding"),
+                    "a plugin needs at least one [[plugin.binding]]".into(),
+                );
             }
             for (j, b) in p.bindings.iter().enumerate() {
                 if let Err(e) = subject::validate_filter(&b.subject) {
@@ -507,7 +569,11 @@ mod tests {
                 let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
                 assert_eq!(
                     keys,
-                    ["reconnect.backoff_factor", "reconnect.jitter", "reconnect.failure_threshold"]
+                    [
+                        "reconnect.backoff_factor",
+                        "reconnect.jitter",
+                        "reconnect.failure_threshold"
+                    ]
                 );
             }
             other => panic!("expected Invalid, got {other}"),

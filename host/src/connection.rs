@@ -81,7 +81,9 @@ pub async fn connect(
                     Event::Connected => ClientEvent::Connected,
                     Event::Disconnected => ClientEvent::Disconnected,
                     Event::Closed => ClientEvent::GaveUp("connection closed".into()),
-                    Event::ClientError(async_nats::ClientError::MaxReconnects) => ClientEvent::Exhausted,
+                    Event::ClientError(async_nats::ClientError::MaxReconnects) => {
+                        ClientEvent::Exhausted
+                    }
                     Event::SlowConsumer(sid) => ClientEvent::SlowConsumer(sid),
                     Event::ServerError(e) => ClientEvent::ServerError(e.to_string()),
                     Event::LameDuckMode => ClientEvent::LameDuck,

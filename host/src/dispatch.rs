@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Subscriber};
+use futures::FutureExt;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use futures::FutureExt;
 
 use crate::plugin::{CallError, Handled, Instance, Outcome, Plugin};
 use crate::runtime::Outgoing;
@@ -60,8 +60,15 @@ enum Step {
 /// Output of a batch, sent in order once the batch is done.
 enum Send {
     Publish(Outgoing),
-    Reply { to: String, payload: Vec<u8> },
-    Error { to: String, kind: &'static str, reason: String },
+    Reply {
+        to: String,
+        payload: Vec<u8>,
+    },
+    Error {
+        to: String,
+        kind: &'static str,
+        reason: String,
+    },
 }
 
 impl Dispatch {
@@ -90,7 +97,9 @@ impl Dispatch {
             }
             let deadline = tokio::time::Instant::now() + self.drain_timeout;
             let mut rest = Vec::new();
-            while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.subscriber.next()).await {
+            while let Ok(Some(msg)) =
+                tokio::time::timeout_at(deadline, self.subscriber.next()).await
+            {
                 rest.push(msg);
             }
             rest
@@ -121,7 +130,12 @@ impl Dispatch {
         Step::Batch
     }
 
-    fn process(&self, instance: &mut Option<Instance>, msg: async_nats::Message, out: &mut Vec<Send>) {
+    fn process(
+        &self,
+        instance: &mut Option<Instance>,
+        msg: async_nats::Message,
+        out: &mut Vec<Send>,
+    ) {
         let span = tracing::debug_span!(
             "message",
             messaging.system = "nats",
@@ -196,19 +210,25 @@ impl Dispatch {
     async fn send(&self, out: &mut Vec<Send>) {
         for item in out.drain(..) {
             let result = match item {
-                Send::Publish(o) if o.headers.is_empty() => self.client.publish(o.subject, o.payload).await,
+                Send::Publish(o) if o.headers.is_empty() => {
+                    self.client.publish(o.subject, o.payload).await
+                }
                 Send::Publish(o) => {
                     let mut headers = HeaderMap::new();
                     for (k, v) in &o.headers {
                         headers.append(k.as_str(), v.as_str());
                     }
-                    self.client.publish_with_headers(o.subject, headers, o.payload).await
+                    self.client
+                        .publish_with_headers(o.subject, headers, o.payload)
+                        .await
                 }
                 Send::Reply { to, payload } => self.client.publish(to, payload.into()).await,
                 Send::Error { to, kind, reason } => {
                     let mut headers = HeaderMap::new();
                     headers.insert(ERROR_HEADER, kind);
-                    self.client.publish_with_headers(to, headers, reason.into()).await
+                    self.client
+                        .publish_with_headers(to, headers, reason.into())
+                        .await
                 }
             };
             if let Err(e) = result {

@@ -51,7 +51,8 @@ impl Gateway {
     /// network when the config or a plugin is bad.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
         config.validate("config")?;
-        let runtime = Runtime::new(config.runtime.epoch_tick).context("starting the WebAssembly runtime")?;
+        let runtime =
+            Runtime::new(config.runtime.epoch_tick).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
 
         let mut plugins = Vec::with_capacity(config.plugins.len());
@@ -85,7 +86,8 @@ impl Gateway {
         let (http_addr, http_task) = if config.http.listen.is_empty() {
             (None, None)
         } else {
-            let (addr, task) = crate::http::serve(&config.http.listen, status.clone(), http_stop.clone()).await?;
+            let (addr, task) =
+                crate::http::serve(&config.http.listen, status.clone(), http_stop.clone()).await?;
             tracing::info!(%addr, "status endpoints listening");
             (Some(addr), Some(task))
         };
@@ -104,7 +106,8 @@ impl Gateway {
             current_tx,
         );
 
-        let supervisor = tokio::spawn(async move { supervisor.run().await.map_err(anyhow::Error::from) });
+        let supervisor =
+            tokio::spawn(async move { supervisor.run().await.map_err(anyhow::Error::from) });
 
         Ok(Gateway {
             status,
@@ -129,13 +132,20 @@ impl Gateway {
     }
 
     /// Wait until `pred` holds for the status, or `timeout` passes.
-    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&Status) -> bool) -> anyhow::Result<Status> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Status) -> bool,
+    ) -> anyhow::Result<Status> {
         let mut rx = self.status.subscribe();
         let result = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s))).await;
         match result {
             Ok(Ok(s)) => Ok(s.clone()),
             Ok(Err(_)) => anyhow::bail!("the gateway stopped"),
-            Err(_) => anyhow::bail!("status condition not met within {timeout:?}; status: {:?}", self.status()),
+            Err(_) => anyhow::bail!(
+                "status condition not met within {timeout:?}; status: {:?}",
+                self.status()
+            ),
         }
     }
 

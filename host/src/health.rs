@@ -36,11 +36,19 @@ impl Probe {
     pub async fn new(client: &Client) -> Result<Probe, async_nats::SubscribeError> {
         let subject: async_nats::Subject = format!("{}.probe", client.new_inbox()).into();
         let sub = client.subscribe(subject.clone()).await?;
-        Ok(Probe { subject, sub, seq: 0 })
+        Ok(Probe {
+            subject,
+            sub,
+            seq: 0,
+        })
     }
 
     /// One round trip, bounded by `timeout`; returns its duration.
-    pub async fn round_trip(&mut self, client: &Client, timeout: Duration) -> Result<Duration, ProbeError> {
+    pub async fn round_trip(
+        &mut self,
+        client: &Client,
+        timeout: Duration,
+    ) -> Result<Duration, ProbeError> {
         self.seq += 1;
         let want = self.seq.to_string();
         let start = Instant::now();
@@ -56,7 +64,9 @@ impl Probe {
             // Echoes of earlier, timed-out probes may still arrive: skip them.
             loop {
                 match self.sub.next().await {
-                    Some(msg) if msg.payload.as_ref() == want.as_bytes() => return Ok(start.elapsed()),
+                    Some(msg) if msg.payload.as_ref() == want.as_bytes() => {
+                        return Ok(start.elapsed());
+                    }
                     Some(_) => continue,
                     None => return Err(ProbeError::Closed),
                 }

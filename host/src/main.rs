@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "wasmgate", version, about = "A WebAssembly-pluggable NATS event gateway")]
+#[command(
+    name = "wasmgate",
+    version,
+    about = "A WebAssembly-pluggable NATS event gateway"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]

@@ -193,7 +193,12 @@ impl Plugin {
     }
 }
 
-fn compile(runtime: &Runtime, plugin: &str, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+fn compile(
+    runtime: &Runtime,
+    plugin: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Component, LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
         return Err(LoadError::NotWasm {
             plugin: plugin.to_string(),
@@ -235,14 +240,15 @@ fn link(
             },
         });
     }
-    let instance_pre = runtime
-        .linker()
-        .instantiate_pre(component)
-        .map_err(|e| LoadError::Link {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })?;
+    let instance_pre =
+        runtime
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link {
+                plugin: plugin.to_string(),
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
     PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
         plugin: plugin.to_string(),
         path: path.to_path_buf(),

@@ -155,9 +155,13 @@ pub struct StatusHub {
 
 impl StatusHub {
     /// A hub for these bindings (plugin, subject, queue), all pending.
-    pub fn new(bindings: &[(String, String, Option<String>)]) -> (StatusHub, Vec<Arc<BindingCounters>>) {
-        let counters: Vec<Arc<BindingCounters>> =
-            bindings.iter().map(|_| Arc::new(BindingCounters::default())).collect();
+    pub fn new(
+        bindings: &[(String, String, Option<String>)],
+    ) -> (StatusHub, Vec<Arc<BindingCounters>>) {
+        let counters: Vec<Arc<BindingCounters>> = bindings
+            .iter()
+            .map(|_| Arc::new(BindingCounters::default()))
+            .collect();
         let status = Status {
             state: ConnectionState::Connecting,
             ready: false,

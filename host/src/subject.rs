@@ -84,11 +84,23 @@ mod tests {
         assert!(validate_filter("in.>").is_ok());
         assert!(validate_filter("in.*.x").is_ok());
         assert_eq!(validate_filter(""), Err(SubjectError::Empty));
-        assert!(matches!(validate_filter("a..b"), Err(SubjectError::EmptyToken(_))));
-        assert!(matches!(validate_filter("a.>.b"), Err(SubjectError::MisplacedTail(_))));
-        assert!(matches!(validate_filter("a b"), Err(SubjectError::Whitespace(_))));
+        assert!(matches!(
+            validate_filter("a..b"),
+            Err(SubjectError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_filter("a.>.b"),
+            Err(SubjectError::MisplacedTail(_))
+        ));
+        assert!(matches!(
+            validate_filter("a b"),
+            Err(SubjectError::Whitespace(_))
+        ));
         assert!(validate_publish("out.in.x").is_ok());
-        assert!(matches!(validate_publish("out.*"), Err(SubjectError::Wildcard(_))));
+        assert!(matches!(
+            validate_publish("out.*"),
+            Err(SubjectError::Wildcard(_))
+        ));
         assert!(validate_queue("workers").is_ok());
         assert!(validate_queue("a b").is_err());
     }

@@ -161,7 +161,10 @@ impl Supervisor {
     /// attempts are used up with `on_exhausted = "exit"`.
     pub async fn run(self) -> Result<(), SupervisorError> {
         let backoff = Backoff::from_config(&self.config.reconnect);
-        let Some(mut conn) = self.establish(&backoff, ConnectionState::Connecting).await? else {
+        let Some(mut conn) = self
+            .establish(&backoff, ConnectionState::Connecting)
+            .await?
+        else {
             return Ok(self.stopped());
         };
 
@@ -213,12 +216,19 @@ impl Supervisor {
 
     /// Application-level reconnect after retiring a client: the backoff up to
     /// `max_attempts`, then as `on_exhausted` says.
-    async fn reconnect(&self, backoff: &Backoff, reason: String) -> Result<Option<Connection>, SupervisorError> {
+    async fn reconnect(
+        &self,
+        backoff: &Backoff,
+        reason: String,
+    ) -> Result<Option<Connection>, SupervisorError> {
         tracing::warn!(%reason, "application-level reconnect");
         self.status.update(|s| {
             s.last_error = Some(reason);
         });
-        let conn = match self.establish(backoff, ConnectionState::Reconnecting).await? {
+        let conn = match self
+            .establish(backoff, ConnectionState::Reconnecting)
+            .await?
+        {
             Some(conn) => conn,
             None => return Ok(None),
         };
@@ -227,8 +237,15 @@ impl Supervisor {
     }
 
     /// Connect and bind with the backoff. `Ok(None)` means shutdown came first.
-    async fn establish(&self, backoff: &Backoff, state: ConnectionState) -> Result<Option<Connection>, SupervisorError> {
-        match self.establish_with(backoff, self.config.reconnect.max_attempts, state).await {
+    async fn establish(
+        &self,
+        backoff: &Backoff,
+        state: ConnectionState,
+    ) -> Result<Option<Connection>, SupervisorError> {
+        match self
+            .establish_with(backoff, self.config.reconnect.max_attempts, state)
+            .await
+        {
             Ok(conn) => Ok(conn),
             Err(exhausted) => self.exhausted(exhausted).await,
         }
@@ -281,7 +298,8 @@ impl Supervisor {
             },
             |attempt, error: &anyhow::Error, wait| {
                 tracing::warn!(attempt, error = %format!("{error:#}"), retry_in = ?wait, "connect failed");
-                self.status.update(|s| s.last_error = Some(format!("{error:#}")));
+                self.status
+                    .update(|s| s.last_error = Some(format!("{error:#}")));
             },
         );
         tokio::select! {
@@ -318,7 +336,9 @@ impl Supervisor {
             }
             Err(e) => {
                 self.retire(conn).await;
-                Err(anyhow::anyhow!("server did not confirm the subscriptions: {e}"))
+                Err(anyhow::anyhow!(
+                    "server did not confirm the subscriptions: {e}"
+                ))
             }
         }
     }
@@ -351,8 +371,11 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %e, "binding failed");
-                    self.status
-                        .set_binding(i, BindingState::Failed, Some(format!("subscribe failed: {e}")));
+                    self.status.set_binding(
+                        i,
+                        BindingState::Failed,
+                        Some(format!("subscribe failed: {e}")),
+                    );
                 }
             }
         }
@@ -404,8 +427,9 @@ impl Supervisor {
             };
             if let Err(e) = callback(event).await {
                 tracing::error!(callback = i, error = %format!("{e:#}"), "reconnect callback failed");
-                self.status
-                    .update(|s| s.last_error = Some(format!("reconnect callback {i} failed: {e:#}")));
+                self.status.update(|s| {
+                    s.last_error = Some(format!("reconnect callback {i} failed: {e:#}"))
+                });
             }
         }
     }
@@ -452,13 +476,17 @@ impl Supervisor {
             ClientEvent::GaveUp(reason) => return Some(Rebuild::Because(reason)),
             ClientEvent::Exhausted => return Some(Rebuild::Exhausted),
             ClientEvent::SlowConsumer(sid) => {
-                tracing::warn!(sid, "slow consumer: the client dropped messages; raise nats.subscription_capacity or add capacity");
+                tracing::warn!(
+                    sid,
+                    "slow consumer: the client dropped messages; raise nats.subscription_capacity or add capacity"
+                );
                 self.status.update(|s| s.slow_consumer_events += 1);
             }
             ClientEvent::ServerError(e) => {
                 tracing::warn!(error = %e, "server error");
                 self.mark_failed_subscription(&e);
-                self.status.update(|s| s.last_error = Some(format!("server: {e}")));
+                self.status
+                    .update(|s| s.last_error = Some(format!("server: {e}")));
             }
             ClientEvent::LameDuck => tracing::warn!("server entered lame duck mode"),
             ClientEvent::Other(e) => tracing::debug!(event = %e, "client event"),
@@ -474,7 +502,8 @@ impl Supervisor {
         }
         for (i, b) in self.bindings.iter().enumerate() {
             if error.contains(&format!("\"{}\"", b.subject)) {
-                self.status.set_binding(i, BindingState::Failed, Some(error.to_string()));
+                self.status
+                    .set_binding(i, BindingState::Failed, Some(error.to_string()));
             }
         }
     }
@@ -508,7 +537,9 @@ impl Supervisor {
                 });
                 tracing::warn!(failures, threshold, error = %e, "health probe failed");
                 (failures >= threshold).then(|| {
-                    Rebuild::Because(format!("{failures} consecutive health probes failed (last: {e})"))
+                    Rebuild::Because(format!(
+                        "{failures} consecutive health probes failed (last: {e})"
+                    ))
                 })
             }
         }

@@ -108,9 +108,17 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let log = std::fs::File::create(self.store.path().join("server.log")).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.store.path().join("server.log"))
+            .map_err(|e| e.to_string())?;
         let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -119,9 +127,16 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().map_err(|e| e.to_string())? {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .map_err(|e| e.to_string())?
+            {
                 self.child = None;
-                let log = std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.store.path().join("server.log"))
+                    .unwrap_or_default();
                 return Err(format!("nats-server exited with {status}: {log}"));
             }
             if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(100)).is_ok() {
@@ -213,7 +228,11 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"));
     let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.is_file(), "plugin {name} not built at {}", path.display());
+    assert!(
+        path.is_file(),
+        "plugin {name} not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -240,7 +259,12 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
         path: plugin_wasm(wasm),
         config: config
             .iter()
-            .map(|(k, v)| (k.to_string(), wasmgate::config::ConfigValue::String(v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    wasmgate::config::ConfigValue::String(v.to_string()),
+                )
+            })
             .collect(),
         timeout: Duration::from_secs(2),
         memory: bytesize_mib(64),
@@ -265,7 +289,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let code = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Logs for a test binary, once: `RUST_LOG` or warnings.

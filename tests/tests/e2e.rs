@@ -15,17 +15,25 @@ async fn message_is_handled_and_output_arrives() {
     init_logs();
     let server = NatsServer::start();
     let mut config = test_config(&[server.url()]);
-    config
-        .plugins
-        .push(plugin("upper", "uppercase", &["in.>"], &[("prefix", "out")]));
+    config.plugins.push(plugin(
+        "upper",
+        "uppercase",
+        &["in.>"],
+        &[("prefix", "out")],
+    ));
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
     gw.ready(WAIT).await.unwrap();
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
-    nc.publish("in.greeting", "hello, wasm".into()).await.unwrap();
-    let msg = tokio::time::timeout(WAIT, out.next()).await.expect("output arrives").unwrap();
+    nc.publish("in.greeting", "hello, wasm".into())
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .expect("output arrives")
+        .unwrap();
     assert_eq!(msg.subject.as_str(), "out.in.greeting");
     assert_eq!(msg.payload.as_ref(), b"HELLO, WASM");
 
@@ -35,7 +43,10 @@ async fn message_is_handled_and_output_arrives() {
         .expect("reply in time")
         .expect("request succeeds");
     assert_eq!(reply.payload.as_ref(), b"PING");
-    assert!(reply.headers.is_none(), "a success reply carries no error header");
+    assert!(
+        reply.headers.is_none(),
+        "a success reply carries no error header"
+    );
 
     let addr = gw.http_addr().unwrap();
     let (code, status) = http_get(addr, "/status").await;
@@ -63,7 +74,9 @@ async fn queue_group_members_share_messages() {
     p.bindings[0].queue = Some("workers".into());
     config.plugins.push(p);
     let shutdown = CancellationToken::new();
-    let a = Gateway::start(config.clone(), shutdown.clone()).await.unwrap();
+    let a = Gateway::start(config.clone(), shutdown.clone())
+        .await
+        .unwrap();
     let b = Gateway::start(config, shutdown.clone()).await.unwrap();
     a.ready(WAIT).await.unwrap();
     b.ready(WAIT).await.unwrap();
@@ -75,12 +88,28 @@ async fn queue_group_members_share_messages() {
     }
     let mut seen = std::collections::HashSet::new();
     while seen.len() < 200 {
-        let msg = tokio::time::timeout(WAIT, out.next()).await.expect("all outputs").unwrap();
-        assert!(seen.insert(msg.subject.to_string()), "duplicate {}", msg.subject);
+        let msg = tokio::time::timeout(WAIT, out.next())
+            .await
+            .expect("all outputs")
+            .unwrap();
+        assert!(
+            seen.insert(msg.subject.to_string()),
+            "duplicate {}",
+            msg.subject
+        );
     }
     let handled = |g: &Gateway| g.status().bindings[0].handled;
-    assert_eq!(handled(&a) + handled(&b), 200, "each message handled by exactly one member");
-    assert!(handled(&a) > 0 && handled(&b) > 0, "both members took work: {} / {}", handled(&a), handled(&b));
+    assert_eq!(
+        handled(&a) + handled(&b),
+        200,
+        "each message handled by exactly one member"
+    );
+    assert!(
+        handled(&a) > 0 && handled(&b) > 0,
+        "both members took work: {} / {}",
+        handled(&a),
+        handled(&b)
+    );
 
     shutdown.cancel();
     a.wait().await.unwrap();
@@ -118,7 +147,10 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
 
     let trapped = ask("trap").await;
     assert_eq!(error_kind(&trapped).as_deref(), Some("trap"));
-    assert!(String::from_utf8_lossy(&trapped.payload).contains("trapped"), "{trapped:?}");
+    assert!(
+        String::from_utf8_lossy(&trapped.payload).contains("trapped"),
+        "{trapped:?}"
+    );
 
     // A fresh instance serves the next message.
     let ok = ask("still alive").await;
@@ -134,7 +166,10 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
     // A publish the host refuses comes back to the guest as an error value.
     let refused = ask("bad-publish").await;
     assert_eq!(error_kind(&refused).as_deref(), Some("reject"));
-    assert!(String::from_utf8_lossy(&refused.payload).contains("InvalidSubject"), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.payload).contains("InvalidSubject"),
+        "{refused:?}"
+    );
 
     let b = &gw.status().bindings[0];
     assert_eq!((b.handled, b.trapped, b.rejected, b.retried), (1, 1, 2, 1));
@@ -149,9 +184,12 @@ async fn shutdown_drains_messages_already_received() {
     init_logs();
     let server = NatsServer::start();
     let mut config = test_config(&[server.url()]);
-    config
-        .plugins
-        .push(plugin("upper", "uppercase", &["in.>"], &[("prefix", "out")]));
+    config.plugins.push(plugin(
+        "upper",
+        "uppercase",
+        &["in.>"],
+        &[("prefix", "out")],
+    ));
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
     gw.ready(WAIT).await.unwrap();
@@ -160,12 +198,17 @@ async fn shutdown_drains_messages_already_received() {
     let mut out = nc.subscribe("out.>").await.unwrap();
     nc.flush().await.unwrap();
     for i in 0..500 {
-        nc.publish(format!("in.{i}"), "payload".into()).await.unwrap();
+        nc.publish(format!("in.{i}"), "payload".into())
+            .await
+            .unwrap();
     }
     nc.flush().await.unwrap();
     // Wait until the gateway has started on them, then shut down mid-stream.
     gw.wait_for(WAIT, |_| true).await.unwrap();
-    eventually(WAIT, "first message handled", || async { (gw.status().bindings[0].handled > 0).then_some(()) }).await;
+    eventually(WAIT, "first message handled", || async {
+        (gw.status().bindings[0].handled > 0).then_some(())
+    })
+    .await;
     shutdown.cancel();
     let status_rx = gw.status_watch();
     gw.wait().await.unwrap();
@@ -175,5 +218,8 @@ async fn shutdown_drains_messages_already_received() {
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), out.next()).await {
         got += 1;
     }
-    assert_eq!(got, 500, "every message the server delivered before the drain was handled");
+    assert_eq!(
+        got, 500,
+        "every message the server delivered before the drain was handled"
+    );
 }

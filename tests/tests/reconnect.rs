@@ -16,9 +16,12 @@ const WAIT: Duration = Duration::from_secs(15);
 
 fn upper_config(server: &NatsServer) -> wasmgate::Config {
     let mut config = test_config(&[server.url()]);
-    config
-        .plugins
-        .push(plugin("upper", "uppercase", &["in.>"], &[("prefix", "out")]));
+    config.plugins.push(plugin(
+        "upper",
+        "uppercase",
+        &["in.>"],
+        &[("prefix", "out")],
+    ));
     config
 }
 
@@ -27,7 +30,9 @@ async fn send_and_count(server: &NatsServer, tag: &str, n: usize) -> HashMap<Str
     let nc = client(server).await;
     let mut out = nc.subscribe(format!("out.in.{tag}.>")).await.unwrap();
     for i in 0..n {
-        nc.publish(format!("in.{tag}.{i}"), "x".into()).await.unwrap();
+        nc.publish(format!("in.{tag}.{i}"), "x".into())
+            .await
+            .unwrap();
     }
     nc.flush().await.unwrap();
     let mut counts = HashMap::new();
@@ -58,16 +63,22 @@ async fn kill_and_restart_resumes_without_duplicate_bindings() {
     init_logs();
     let mut server = NatsServer::start();
     let shutdown = CancellationToken::new();
-    let gw = Gateway::start(upper_config(&server), shutdown.clone()).await.unwrap();
+    let gw = Gateway::start(upper_config(&server), shutdown.clone())
+        .await
+        .unwrap();
     gw.ready(WAIT).await.unwrap();
     assert_each_once(&send_and_count(&server, "before", 50).await, 50);
 
     for round in 1..=2u64 {
         server.kill();
-        gw.wait_for(WAIT, |s| s.state != ConnectionState::Connected).await.unwrap();
+        gw.wait_for(WAIT, |s| s.state != ConnectionState::Connected)
+            .await
+            .unwrap();
         assert_eq!(http_get(gw.http_addr().unwrap(), "/readyz").await.0, 503);
         server.restart();
-        gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= round).await.unwrap();
+        gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= round)
+            .await
+            .unwrap();
 
         let (code, status) = http_get(gw.http_addr().unwrap(), "/status").await;
         assert_eq!(code, 200);
@@ -77,7 +88,10 @@ async fn kill_and_restart_resumes_without_duplicate_bindings() {
         assert_eq!(status["bindings"][0]["state"], "bound");
         assert_eq!(http_get(gw.http_addr().unwrap(), "/readyz").await.0, 200);
 
-        assert_each_once(&send_and_count(&server, &format!("after{round}"), 200).await, 200);
+        assert_each_once(
+            &send_and_count(&server, &format!("after{round}"), 200).await,
+            200,
+        );
     }
 
     shutdown.cancel();
@@ -116,14 +130,22 @@ async fn hung_server_is_detected_and_the_supervisor_reconnects() {
     // Generous: `threshold` failed probes, each within one interval plus its
     // timeout, plus the tick in progress and scheduling slack. Not a benchmark.
     let bound = (interval + timeout) * (threshold + 1) + Duration::from_secs(1);
-    assert!(detected <= bound, "SIGSTOP noticed after {detected:?}, bound {bound:?}");
+    assert!(
+        detected <= bound,
+        "SIGSTOP noticed after {detected:?}, bound {bound:?}"
+    );
     assert_eq!(gw.status().ready, false);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.resume();
-    gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= 1).await.unwrap();
+    gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= 1)
+        .await
+        .unwrap();
     // Callbacks run right after the bindings are restored.
-    eventually(WAIT, "the reconnect callback", || async { (!paths.lock().unwrap().is_empty()).then_some(()) }).await;
+    eventually(WAIT, "the reconnect callback", || async {
+        (!paths.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(*paths.lock().unwrap(), vec![ReconnectPath::Supervisor]);
     assert_each_once(&send_and_count(&server, "resumed", 200).await, 200);
 
@@ -138,12 +160,16 @@ async fn exhausted_attempts_exit_with_an_error() {
     let mut config = upper_config(&server);
     config.reconnect.max_attempts = 3;
     config.reconnect.on_exhausted = OnExhausted::Exit;
-    let gw = Gateway::start(config, CancellationToken::new()).await.unwrap();
+    let gw = Gateway::start(config, CancellationToken::new())
+        .await
+        .unwrap();
     gw.ready(WAIT).await.unwrap();
     let status = gw.status_watch();
 
     server.kill();
-    let result = tokio::time::timeout(WAIT, gw.wait()).await.expect("the gateway gives up in time");
+    let result = tokio::time::timeout(WAIT, gw.wait())
+        .await
+        .expect("the gateway gives up in time");
     let err = result.expect_err("exhausted attempts end the gateway with an error");
     assert!(format!("{err:#}").contains("exhausted"), "{err:#}");
     let last = status.borrow().clone();
@@ -163,12 +189,18 @@ async fn exhausted_attempts_keep_trying_when_configured() {
     gw.ready(WAIT).await.unwrap();
 
     server.kill();
-    gw.wait_for(WAIT, |s| s.state == ConnectionState::Failed).await.unwrap();
+    gw.wait_for(WAIT, |s| s.state == ConnectionState::Failed)
+        .await
+        .unwrap();
     let addr = gw.http_addr().unwrap();
     assert_eq!(http_get(addr, "/readyz").await.0, 503);
     let (_, status) = http_get(addr, "/status").await;
     assert_eq!(status["state"], "failed");
-    assert_eq!(http_get(addr, "/healthz").await.0, 200, "the process stays up");
+    assert_eq!(
+        http_get(addr, "/healthz").await.0,
+        200,
+        "the process stays up"
+    );
 
     // Still trying every max_backoff: a returning server is picked up.
     server.restart();
@@ -185,10 +217,18 @@ async fn initial_connect_exhausted_reports_failed() {
     let port = free_port();
     let mut config = test_config(&[format!("nats://127.0.0.1:{port}")]);
     config.reconnect.max_attempts = 2;
-    let gw = Gateway::start(config, CancellationToken::new()).await.unwrap();
+    let gw = Gateway::start(config, CancellationToken::new())
+        .await
+        .unwrap();
     let status = gw.status_watch();
-    let err = tokio::time::timeout(WAIT, gw.wait()).await.unwrap().unwrap_err();
-    assert!(format!("{err:#}").contains("gave up after 2 attempts"), "{err:#}");
+    let err = tokio::time::timeout(WAIT, gw.wait())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("gave up after 2 attempts"),
+        "{err:#}"
+    );
     assert_eq!(status.borrow().state, ConnectionState::Failed);
 }
 
@@ -197,7 +237,9 @@ async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
     init_logs();
     let mut server = NatsServer::start();
     let shutdown = CancellationToken::new();
-    let gw = Gateway::start(upper_config(&server), shutdown.clone()).await.unwrap();
+    let gw = Gateway::start(upper_config(&server), shutdown.clone())
+        .await
+        .unwrap();
     gw.ready(WAIT).await.unwrap();
 
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -217,9 +259,13 @@ async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
 
     for round in 1..=3u64 {
         server.kill();
-        gw.wait_for(WAIT, |s| s.state != ConnectionState::Connected).await.unwrap();
+        gw.wait_for(WAIT, |s| s.state != ConnectionState::Connected)
+            .await
+            .unwrap();
         server.restart();
-        gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= round).await.unwrap();
+        gw.wait_for(WAIT, |s| s.ready && s.total_reconnects >= round)
+            .await
+            .unwrap();
         // The failing callback is recorded but the reconnect stands.
         eventually(WAIT, "callbacks ran", || async {
             (log.lock().unwrap().len() == 3 * round as usize).then_some(())
@@ -233,7 +279,11 @@ async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
     let status = gw.status();
     assert!(status.ready);
     assert!(
-        status.last_error.as_deref().unwrap_or("").contains("always fails"),
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("always fails"),
         "{:?}",
         status.last_error
     );

@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     world: "plugin",
 });
 
-pub use wasmgate::plugin::types::{HandleError, Message, PublishError};
+pub use self::wasmgate::plugin::types::{HandleError, Message, PublishError};
 
 /// The exported handler interface, as `<package>/<interface>@<version>`.
 pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.0";

@@ -17,17 +17,30 @@ impl Host for HostState {
         headers: Vec<(String, String)>,
     ) -> Result<(), PublishError> {
         if let Err(e) = subject::validate_publish(&subject) {
-            self.plugin.counters.publish_refused.fetch_add(1, Ordering::Relaxed);
+            self.plugin
+                .counters
+                .publish_refused
+                .fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::InvalidSubject(e.to_string()));
         }
         let max = self.plugin.max_payload.load(Ordering::Relaxed);
-        let size = payload.len() + headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
+        let size = payload.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>();
         if max > 0 && size > max {
-            self.plugin.counters.publish_refused.fetch_add(1, Ordering::Relaxed);
+            self.plugin
+                .counters
+                .publish_refused
+                .fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::PayloadTooLarge(max as u64));
         }
         if self.outbox.len() >= crate::runtime::MAX_PUBLISHES_PER_CALL {
-            self.plugin.counters.publish_refused.fetch_add(1, Ordering::Relaxed);
+            self.plugin
+                .counters
+                .publish_refused
+                .fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::Unavailable(format!(
                 "at most {} publishes per message",
                 crate::runtime::MAX_PUBLISHES_PER_CALL

@@ -270,15 +270,130 @@ fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
     }
 }
 
-/// `[[plugin.binding]]`: a core NATS subscription feeding the plugin.
+/// `[[plugin.binding]]`: a subscription feeding the plugin, core NATS by
+/// default, JetStream when it has a `[plugin.binding.jetstream]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindingConfig {
-    /// Subject filter; wildcards allowed.
+    /// Subject filter; wildcards allowed. For JetStream, the consumer's filter subject.
     pub subject: String,
-    /// Queue group: members share the messages instead of each getting a copy.
+    /// Queue group: members share the messages instead of each getting a copy (core only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Consume from a JetStream durable pull consumer instead of a core subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamConfig>,
+}
+
+/// Where a JetStream consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliverPolicy {
+    All,
+    New,
+    Last,
+    LastPerSubject,
+}
+
+/// Stream storage, when the gateway creates the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+/// `[plugin.binding.jetstream]`: at-least-once delivery from a durable pull consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamConfig {
+    /// The stream to consume from.
+    pub stream: String,
+    /// The durable consumer's name; gateways sharing it share the work.
+    pub consumer: String,
+    /// Declare the stream and consumer (create-or-update) at start, on every
+    /// reconnect, and whenever the server has lost them.
+    #[serde(default)]
+    pub create: bool,
+    /// Subjects of the stream when `create` makes it (default: the binding's subject).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_subjects: Vec<String>,
+    /// Storage of the stream when `create` makes it.
+    #[serde(default = "default_storage")]
+    pub storage: Storage,
+    #[serde(default = "default_deliver_policy")]
+    pub deliver_policy: DeliverPolicy,
+    /// How long the server waits for an ack before redelivering.
+    #[serde(default = "default_ack_wait", with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries before a failing message is dead-lettered; 0 = unlimited.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: u32,
+    /// Unacknowledged messages the server lets this consumer have out at once.
+    #[serde(default = "default_max_ack_pending")]
+    pub max_ack_pending: u32,
+    /// Nak delay after delivery n is `backoff[n-1]` (the last entry repeats).
+    #[serde(default = "default_js_backoff", with = "duration_list")]
+    pub backoff: Vec<Duration>,
+    /// Where rejected and exhausted messages go, with headers saying why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+    /// Idle heartbeat of the pull; two missed mean the consumer is re-attached.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Messages requested per pull.
+    #[serde(default = "default_pull_batch")]
+    pub pull_batch: usize,
+}
+
+/// A list of human durations (`["1s", "5s"]`).
+mod duration_list {
+    use humantime_serde::Serde;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|d| Serde::from(*d))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<Serde<Duration>>::deserialize(d)?
+            .into_iter()
+            .map(|d| d.into_inner())
+            .collect())
+    }
+}
+
+fn default_storage() -> Storage {
+    Storage::File
+}
+fn default_deliver_policy() -> DeliverPolicy {
+    DeliverPolicy::All
+}
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_deliver() -> u32 {
+    5
+}
+fn default_max_ack_pending() -> u32 {
+    1000
+}
+fn default_js_backoff() -> Vec<Duration> {
+    vec![
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    ]
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pull_batch() -> usize {
+    256
 }
 
 /// Why a config was refused. Every variant names the file.
@@ -518,6 +633,61 @@ impl Config {
                 if let Some(q) = &b.queue {
                     if let Err(e) = subject::validate_queue(q) {
                         bad(&format!("{at}.binding[{j}].queue"), e);
+                    }
+                }
+                if let Some(js) = &b.jetstream {
+                    let key = |k: &str| format!("{at}.binding[{j}].jetstream.{k}");
+                    if b.queue.is_some() {
+                        bad(
+                            &format!("{at}.binding[{j}].queue"),
+                            "a JetStream binding shares work through its durable consumer, not a queue group".into(),
+                        );
+                    }
+                    for (k, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
+                        if name.is_empty()
+                            || name.chars().any(|c| {
+                                c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+                            })
+                        {
+                            bad(
+                                &key(k),
+                                format!(
+                                    "{name:?} must be non-empty, without whitespace, '.', '*', '>', '/' or '\\'"
+                                ),
+                            );
+                        }
+                    }
+                    for (n, s) in js.stream_subjects.iter().enumerate() {
+                        if let Err(e) = subject::validate_filter(s) {
+                            bad(&key(&format!("stream_subjects[{n}]")), e.to_string());
+                        }
+                    }
+                    if js.ack_wait.is_zero() {
+                        bad(&key("ack_wait"), "must be greater than zero".into());
+                    }
+                    if js.max_ack_pending == 0 {
+                        bad(&key("max_ack_pending"), "must be at least 1".into());
+                    }
+                    if js.pull_batch == 0 {
+                        bad(&key("pull_batch"), "must be at least 1".into());
+                    }
+                    if js.heartbeat.is_zero() {
+                        bad(&key("heartbeat"), "must be greater than zero".into());
+                    }
+                    if js.max_deliver != 0 && js.backoff.len() >= js.max_deliver as usize {
+                        bad(
+                            &key("backoff"),
+                            format!(
+                                "{} delays need max_deliver above {} (the server requires it)",
+                                js.backoff.len(),
+                                js.backoff.len()
+                            ),
+                        );
+                    }
+                    if let Some(dl) = &js.dead_letter {
+                        if let Err(e) = subject::validate_publish(dl) {
+                            bad(&key("dead_letter"), e.to_string());
+                        }
                     }
                 }
             }

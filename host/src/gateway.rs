@@ -27,9 +27,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::jetstream::JsBinding;
 use crate::plugin::Plugin;
 use crate::runtime::Runtime;
-use crate::status::{Status, StatusHub};
+use crate::status::{BindingSpec, Status, StatusHub};
 use crate::supervisor::{Binding, Callbacks, ReconnectEvent, Supervisor};
 
 /// A running gateway.
@@ -59,13 +60,17 @@ impl Gateway {
         for p in &config.plugins {
             plugins.push(Arc::new(Plugin::load(&runtime, p, max_payload.clone())?));
         }
-        let specs: Vec<(String, String, Option<String>)> = config
+        let specs: Vec<BindingSpec> = config
             .plugins
             .iter()
             .flat_map(|p| {
-                p.bindings
-                    .iter()
-                    .map(|b| (p.name.clone(), b.subject.clone(), b.queue.clone()))
+                p.bindings.iter().map(|b| BindingSpec {
+                    plugin: p.name.clone(),
+                    subject: b.subject.clone(),
+                    queue: b.queue.clone(),
+                    stream: b.jetstream.as_ref().map(|j| j.stream.clone()),
+                    consumer: b.jetstream.as_ref().map(|j| j.consumer.clone()),
+                })
             })
             .collect();
         let (status, counters) = StatusHub::new(&specs);
@@ -77,6 +82,12 @@ impl Gateway {
                     plugin: plugin.clone(),
                     subject: b.subject.clone(),
                     queue: b.queue.clone(),
+                    jetstream: b.jetstream.as_ref().map(|j| {
+                        Arc::new(JsBinding {
+                            subject: b.subject.clone(),
+                            config: j.clone(),
+                        })
+                    }),
                     counters: counters.next().expect("one counter per binding"),
                 });
             }

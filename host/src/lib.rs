@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod jetstream;
 pub mod plugin;
 pub mod runtime;
 pub mod status;

@@ -20,6 +20,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use crate::config::PluginConfig;
+use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::runtime::bindings::{self, HandleError, Message, PluginPre};
 use crate::runtime::{HostState, Outgoing, PluginCounters, PluginShared, Runtime};
 
@@ -84,6 +85,16 @@ pub enum CallError {
     Trap(String),
     #[error("cannot instantiate plugin: {0}")]
     Instantiate(String),
+}
+
+impl CallError {
+    /// The `Wasmgate-Error` kind of this failure: `timeout` or `trap`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "timeout",
+            _ => "trap",
+        }
+    }
 }
 
 /// A loaded, checked and pre-instantiated plugin.
@@ -158,6 +169,11 @@ impl Plugin {
         &self.path
     }
 
+    /// The deadline of one `handle` call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn counters(&self) -> &PluginCounters {
         &self.shared.counters
     }
@@ -175,6 +191,7 @@ impl Plugin {
             limits,
             plugin: self.shared.clone(),
             outbox: Vec::new(),
+            delivery: None,
             log_sink: None,
         };
         let mut store = Store::new(self.runtime.engine(), state);
@@ -225,9 +242,13 @@ fn link(
     path: &Path,
     component: &Component,
 ) -> Result<PluginPre<HostState>, LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
-    if !exports.contains(&bindings::HANDLER_EXPORT) {
+    // Semver-aware: a plugin built against any 0.1.x exports a compatible handler.
+    if component
+        .get_export_index(None, bindings::HANDLER_EXPORT)
+        .is_none()
+    {
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
         return Err(LoadError::WrongWorld {
             plugin: plugin.to_string(),
             path: path.to_path_buf(),
@@ -289,6 +310,17 @@ impl Instance {
     /// Run `handle` once under the plugin's deadline. On `Err` the instance
     /// must be dropped: a trapped component cannot be entered again.
     pub fn handle(&mut self, msg: &Message) -> Result<Handled, CallError> {
+        self.handle_with(msg, None)
+    }
+
+    /// [`handle`](Self::handle) with the JetStream metadata the guest can read
+    /// through the `delivery` interface.
+    pub fn handle_with(
+        &mut self,
+        msg: &Message,
+        delivery: Option<JetstreamInfo>,
+    ) -> Result<Handled, CallError> {
+        self.store.data_mut().delivery = delivery;
         let ticks = self.plugin.runtime.deadline_ticks(self.plugin.timeout);
         self.store.set_epoch_deadline(ticks);
         self.store.data_mut().outbox.clear();

@@ -78,8 +78,10 @@ pub struct BindingCounters {
     pub rejected: AtomicU64,
     /// `handle` trapped or ran past its deadline.
     pub trapped: AtomicU64,
-    /// Publishing the outbox or the reply failed.
+    /// Publishing the outbox or the reply (or settling a JetStream message) failed.
     pub publish_failed: AtomicU64,
+    /// JetStream messages dead-lettered and terminated.
+    pub dead_lettered: AtomicU64,
 }
 
 /// A binding as shown in the status.
@@ -87,6 +89,12 @@ pub struct BindingCounters {
 pub struct BindingStatus {
     pub plugin: String,
     pub subject: String,
+    /// `core` or `jetstream`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     pub state: BindingState,
@@ -97,6 +105,7 @@ pub struct BindingStatus {
     pub rejected: u64,
     pub trapped: u64,
     pub publish_failed: u64,
+    pub dead_lettered: u64,
 }
 
 /// The whole status, as `GET /status` returns it.
@@ -146,6 +155,16 @@ mod rfc3339_opt {
     }
 }
 
+/// What the status shows of a binding that never changes.
+#[derive(Debug, Clone, Default)]
+pub struct BindingSpec {
+    pub plugin: String,
+    pub subject: String,
+    pub queue: Option<String>,
+    pub stream: Option<String>,
+    pub consumer: Option<String>,
+}
+
 /// Where the status lives; cheap to clone.
 #[derive(Clone)]
 pub struct StatusHub {
@@ -155,9 +174,7 @@ pub struct StatusHub {
 
 impl StatusHub {
     /// A hub for these bindings (plugin, subject, queue), all pending.
-    pub fn new(
-        bindings: &[(String, String, Option<String>)],
-    ) -> (StatusHub, Vec<Arc<BindingCounters>>) {
+    pub fn new(bindings: &[BindingSpec]) -> (StatusHub, Vec<Arc<BindingCounters>>) {
         let counters: Vec<Arc<BindingCounters>> = bindings
             .iter()
             .map(|_| Arc::new(BindingCounters::default()))
@@ -175,10 +192,17 @@ impl StatusHub {
             slow_consumer_events: 0,
             bindings: bindings
                 .iter()
-                .map(|(plugin, subject, queue)| BindingStatus {
-                    plugin: plugin.clone(),
-                    subject: subject.clone(),
-                    queue: queue.clone(),
+                .map(|b| BindingStatus {
+                    plugin: b.plugin.clone(),
+                    subject: b.subject.clone(),
+                    kind: if b.stream.is_some() {
+                        "jetstream"
+                    } else {
+                        "core"
+                    },
+                    stream: b.stream.clone(),
+                    consumer: b.consumer.clone(),
+                    queue: b.queue.clone(),
                     state: BindingState::Pending,
                     error: None,
                     handled: 0,
@@ -186,6 +210,7 @@ impl StatusHub {
                     rejected: 0,
                     trapped: 0,
                     publish_failed: 0,
+                    dead_lettered: 0,
                 })
                 .collect(),
         };
@@ -208,6 +233,7 @@ impl StatusHub {
             b.rejected = c.rejected.load(Ordering::Relaxed);
             b.trapped = c.trapped.load(Ordering::Relaxed);
             b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
+            b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
         }
         status
     }

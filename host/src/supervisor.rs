@@ -52,8 +52,9 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::{self, Backoff, Exhausted};
 use crate::config::{Config, OnExhausted};
 use crate::connection::{self, ClientEvent};
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Source};
 use crate::health::Probe;
+use crate::jetstream::{JsBinding, JsSource};
 use crate::plugin::Plugin;
 use crate::status::{BindingCounters, BindingState, ConnectionState, StatusHub};
 
@@ -65,6 +66,8 @@ pub struct Binding {
     pub plugin: Arc<Plugin>,
     pub subject: String,
     pub queue: Option<String>,
+    /// Set for a JetStream binding.
+    pub jetstream: Option<Arc<JsBinding>>,
     pub counters: Arc<BindingCounters>,
 }
 
@@ -113,6 +116,8 @@ enum Rebuild {
 /// One client and everything bound to it.
 struct Connection {
     client: Client,
+    /// The JetStream context of this client (re-created with it).
+    js: async_nats::jetstream::Context,
     events: mpsc::UnboundedReceiver<ClientEvent>,
     probe: Probe,
     /// Retires this connection's dispatch tasks.
@@ -315,6 +320,7 @@ impl Supervisor {
         let (client, events) = connection::connect(&self.config, &self.status).await?;
         let probe = Probe::new(&client).await?;
         let mut conn = Connection {
+            js: async_nats::jetstream::new(client.clone()),
             client,
             events,
             probe,
@@ -349,20 +355,34 @@ impl Supervisor {
             if conn.bound[i] {
                 continue;
             }
-            let subject = b.subject.clone();
-            let result = match &b.queue {
-                Some(q) => conn.client.queue_subscribe(subject, q.clone()).await,
-                None => conn.client.subscribe(subject).await,
+            let result = match (&b.jetstream, &b.queue) {
+                (Some(js), _) => {
+                    JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i)
+                        .await
+                        .map(Source::JetStream)
+                }
+                (None, Some(q)) => conn
+                    .client
+                    .queue_subscribe(b.subject.clone(), q.clone())
+                    .await
+                    .map(Source::Core)
+                    .map_err(anyhow::Error::from),
+                (None, None) => conn
+                    .client
+                    .subscribe(b.subject.clone())
+                    .await
+                    .map(Source::Core)
+                    .map_err(anyhow::Error::from),
             };
             match result {
-                Ok(subscriber) => {
+                Ok(source) => {
                     conn.bound[i] = true;
                     self.status.set_binding(i, BindingState::Pending, None);
                     let dispatch = Dispatch {
                         plugin: b.plugin.clone(),
                         counters: b.counters.clone(),
                         client: conn.client.clone(),
-                        subscriber,
+                        source,
                         stop: conn.stop.clone(),
                         shutdown: self.shutdown.clone(),
                         drain_timeout: DRAIN_TIMEOUT,
@@ -377,6 +397,27 @@ impl Supervisor {
                         Some(format!("subscribe failed: {e}")),
                     );
                 }
+            }
+        }
+    }
+
+    /// After the client's own reconnect: the server may have lost streams and
+    /// consumers (memory storage, a wiped store). Declare them again (with
+    /// `create`) or check they still exist; a failure is recorded on the
+    /// binding and its source keeps re-attaching.
+    async fn verify_jetstream(&self, conn: &Connection) {
+        for (i, b) in self.bindings.iter().enumerate() {
+            let Some(js) = &b.jetstream else { continue };
+            if !conn.bound[i] {
+                continue;
+            }
+            if let Err(e) = crate::jetstream::declare(&conn.js, js).await {
+                tracing::warn!(stream = %js.config.stream, consumer = %js.config.consumer, error = %format!("{e:#}"), "JetStream binding not restored yet");
+                self.status.set_binding(
+                    i,
+                    BindingState::Rebinding,
+                    Some(format!("after reconnect: {e:#}")),
+                );
             }
         }
     }
@@ -450,6 +491,7 @@ impl Supervisor {
                 {
                     Ok(rtt) => {
                         self.mark_connected(conn, Some(rtt));
+                        self.verify_jetstream(conn).await;
                         self.bind_missing(conn).await;
                         self.after_reconnect(conn, ReconnectPath::Client).await;
                     }

@@ -203,7 +203,7 @@ impl Drop for NatsServer {
 }
 
 /// Build the guest plugins (once per test process) and return the path of one.
-/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `wrong-world`).
+/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `wrong-world`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
@@ -273,6 +273,7 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
             .map(|s| BindingConfig {
                 subject: s.to_string(),
                 queue: None,
+                jetstream: None,
             })
             .collect(),
     }

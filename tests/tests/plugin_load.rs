@@ -115,3 +115,24 @@ async fn gateway_refuses_to_start_with_a_bad_plugin() {
         "plugin \"broken\": /nonexistent/broken.wasm: file not found"
     );
 }
+
+#[test]
+fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
+    // Built from plugins/uppercase before `delivery` was added in 0.1.1; its
+    // imports and export name say @0.1.0.
+    let old = Path::new("fixtures/uppercase-wit-0.1.0.wasm");
+    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.1 host"));
+    let mut instance = plugin.instantiate().unwrap();
+    let msg = wasmgate::runtime::bindings::Message {
+        subject: "in.old".into(),
+        payload: b"compat".to_vec(),
+        headers: vec![],
+        reply_to: Some("r".into()),
+    };
+    let handled = instance.handle(&msg).unwrap();
+    assert_eq!(
+        handled.outcome,
+        wasmgate::plugin::Outcome::Ok(Some(b"COMPAT".to_vec()))
+    );
+    assert_eq!(handled.outbox[0].subject, "out.in.old");
+}

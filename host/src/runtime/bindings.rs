@@ -8,6 +8,6 @@ wasmtime::component::bindgen!({
 pub use self::wasmgate::plugin::types::{HandleError, Message, PublishError};
 
 /// The exported handler interface, as `<package>/<interface>@<version>`.
-pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.0";
+pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.1";
 /// The package every supported world belongs to, for load-time messages.
-pub const WORLD: &str = "wasmgate:plugin/plugin@0.1.0";
+pub const WORLD: &str = "wasmgate:plugin/plugin@0.1.1";

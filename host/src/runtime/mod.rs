@@ -54,6 +54,8 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) plugin: Arc<PluginShared>,
     pub(crate) outbox: Vec<Outgoing>,
+    /// JetStream metadata of the message being handled, if any.
+    pub(crate) delivery: Option<bindings::wasmgate::plugin::delivery::JetstreamInfo>,
     /// When set (by `wasmgate invoke`), guest log lines are also kept here.
     pub(crate) log_sink: Option<Vec<(&'static str, String)>>,
 }

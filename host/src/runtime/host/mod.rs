@@ -2,6 +2,7 @@
 //! interface, all over [`HostState`](crate::runtime::HostState).
 
 mod config;
+mod delivery;
 mod log;
 mod publisher;
 

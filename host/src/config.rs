@@ -332,7 +332,8 @@ pub struct JetStreamConfig {
     /// Unacknowledged messages the server lets this consumer have out at once.
     #[serde(default = "default_max_ack_pending")]
     pub max_ack_pending: u32,
-    /// Nak delay after delivery n is `backoff[n-1]` (the last entry repeats).
+    /// Nak delay after a failed delivery n is `backoff[n-1]` (the last entry
+    /// repeats). A delivery that is never settled is redelivered after `ack_wait`.
     #[serde(default = "default_js_backoff", with = "duration_list")]
     pub backoff: Vec<Duration>,
     /// Where rejected and exhausted messages go, with headers saying why.
@@ -673,16 +674,6 @@ impl Config {
                     }
                     if js.heartbeat.is_zero() {
                         bad(&key("heartbeat"), "must be greater than zero".into());
-                    }
-                    if js.max_deliver != 0 && js.backoff.len() >= js.max_deliver as usize {
-                        bad(
-                            &key("backoff"),
-                            format!(
-                                "{} delays need max_deliver above {} (the server requires it)",
-                                js.backoff.len(),
-                                js.backoff.len()
-                            ),
-                        );
                     }
                     if let Some(dl) = &js.dead_letter {
                         if let Err(e) = subject::validate_publish(dl) {

@@ -83,7 +83,8 @@ impl JsBinding {
                 i64::from(c.max_deliver)
             },
             max_ack_pending: i64::from(c.max_ack_pending),
-            backoff: c.backoff.clone(),
+            // Not the consumer's `backoff`: the server would use it instead of
+            // `ack_wait` as the deadline of every delivery. Our delays go in the naks.
             ..Default::default()
         }
     }

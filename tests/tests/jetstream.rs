@@ -290,6 +290,53 @@ async fn memory_stream_and_consumer_lost_in_a_restart_are_recreated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_deleted_on_the_server_is_recreated() {
+    init_logs();
+    let server = NatsServer::start();
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(
+        gateway_config(&server, js_config("IN", "gw")),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    gw.ready(WAIT).await.unwrap();
+    let nc = client(&server).await;
+    let js = jetstream::new(nc.clone());
+    let mut out = nc.subscribe("out.>").await.unwrap();
+
+    // The failure mode of nats.rs#1584: the durable consumer disappears under a running pull.
+    js.get_stream("IN")
+        .await
+        .unwrap()
+        .delete_consumer("gw")
+        .await
+        .unwrap();
+    let recovered = gw
+        .wait_for(WAIT, |s| {
+            s.bindings[0].state == BindingState::Bound
+                && s.bindings[0]
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("re-declared consumer gw"))
+        })
+        .await
+        .expect("the binding reports the re-creation");
+    println!("binding after recovery: {:?}", recovered.bindings[0].error);
+    for i in 0..10 {
+        js_publish(&js, format!("in.after-delete.{i}"), "x").await;
+    }
+    for _ in 0..10 {
+        tokio::time::timeout(WAIT, out.next())
+            .await
+            .expect("consumption resumed")
+            .unwrap();
+    }
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_share_a_durable_consumer() {
     init_logs();
     let server = NatsServer::start();

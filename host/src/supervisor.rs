@@ -26,7 +26,10 @@
 //! - **The application-level reconnect** (`reconnecting`): the client thinks
 //!   it is connected but `failure_threshold` consecutive probes went
 //!   unanswered (a hung server, a half-open connection), or the client gave
-//!   up. The supervisor retires the client (its dispatch tasks stop, every
+//!   up. Probes run every `health.interval`; after a failure the next probe
+//!   goes out at once, so a hang is confirmed within
+//!   `interval + threshold × timeout` (within `interval × threshold` whenever
+//!   `timeout ≤ interval × (threshold - 1) / threshold`, as with the defaults). The supervisor retires the client (its dispatch tasks stop, every
 //!   handle is dropped, which closes it) and builds a new one with the
 //!   backoff, up to `max_attempts`, subscribing every binding again.
 //!
@@ -188,7 +191,16 @@ impl Supervisor {
                     let event = event.unwrap_or(ClientEvent::GaveUp("event stream ended".into()));
                     self.on_event(&mut conn, event).await
                 }
-                _ = ticker.tick() => self.on_tick(&mut conn).await,
+                _ = ticker.tick() => {
+                    let rebuild = self.on_tick(&mut conn).await;
+                    // A failed probe is confirmed at once rather than a whole
+                    // interval later: a hung server is caught within
+                    // interval + threshold × timeout.
+                    if self.status.snapshot().consecutive_failures > 0 {
+                        ticker.reset_immediately();
+                    }
+                    rebuild
+                }
             };
             let next = match rebuild {
                 None => continue,

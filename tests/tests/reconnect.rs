@@ -126,6 +126,7 @@ async fn hung_server_is_detected_and_the_supervisor_reconnects() {
         .await
         .unwrap_or_else(|e| panic!("no application-level reconnect after SIGSTOP: {e}"));
     let detected = paused.elapsed();
+    println!("SIGSTOP noticed after {detected:?} (interval {interval:?} × threshold {threshold})");
     assert!(seen.consecutive_failures >= threshold || seen.last_error.is_some());
     // Generous: `threshold` failed probes, each within one interval plus its
     // timeout, plus the tick in progress and scheduling slack. Not a benchmark.

@@ -194,14 +194,37 @@ pub struct RuntimeConfig {
     /// Granularity of handler deadlines: the epoch ticks this often.
     #[serde(with = "humantime_serde")]
     pub epoch_tick: Duration,
+    /// Batches handled at once across all plugins; 0 = no host-wide cap.
+    pub max_concurrent_calls: usize,
+    /// What a worker does when the host-wide cap is reached.
+    pub overload: Overload,
+    /// With `overload = "shed"`: how long a batch may wait for a slot.
+    #[serde(with = "humantime_serde")]
+    pub admission_wait: Duration,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
+            max_concurrent_calls: 0,
+            overload: Overload::Wait,
+            admission_wait: Duration::from_millis(100),
         }
     }
+}
+
+/// Backpressure when every host-wide slot is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overload {
+    /// Wait for a slot: the subscription buffers, then the server slows or
+    /// drops (core NATS), or holds messages back (JetStream `max_ack_pending`).
+    Wait,
+    /// Wait up to `admission_wait`, then shed: core messages are dropped (a
+    /// requester gets an `overloaded` error reply), JetStream messages are
+    /// nak'd with their backoff delay. Counted as `shed`.
+    Shed,
 }
 
 /// A scalar plugin config value; handed to the guest as a string.
@@ -242,12 +265,20 @@ pub struct PluginConfig {
     /// Most linear memory one instance may grow to (`"64MiB"`).
     #[serde(default = "default_plugin_memory", deserialize_with = "size")]
     pub memory: ByteSize,
+    /// Messages of each binding handled at once, each by its own pooled
+    /// instance. 1 keeps a binding's messages in order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     #[serde(rename = "binding", default)]
     pub bindings: Vec<BindingConfig>,
 }
 
 fn default_plugin_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_concurrency() -> usize {
+    1
 }
 
 fn default_plugin_memory() -> ByteSize {
@@ -585,6 +616,12 @@ impl Config {
         if self.runtime.epoch_tick.is_zero() {
             bad("runtime.epoch_tick", "must be greater than zero".into());
         }
+        if self.runtime.overload == Overload::Shed && self.runtime.admission_wait.is_zero() {
+            bad(
+                "runtime.admission_wait",
+                "must be greater than zero with overload = \"shed\"".into(),
+            );
+        }
 
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
@@ -619,6 +656,12 @@ impl Config {
                 bad(
                     &format!("{at}.memory"),
                     format!("{} is below one 64 KiB page", p.memory),
+                );
+            }
+            if !(1..=256).contains(&p.concurrency) {
+                bad(
+                    &format!("{at}.concurrency"),
+                    format!("{} must be between 1 and 256", p.concurrency),
                 );
             }
             if p.bindings.is_empty() {

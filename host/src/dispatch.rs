@@ -35,13 +35,14 @@ use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Overload, RuntimeConfig};
 use crate::jetstream::{JsSource, Settle};
 use crate::plugin::{CallError, Handled, Instance, Outcome, Plugin};
 use crate::runtime::Outgoing;
 use crate::runtime::bindings::Message;
 use crate::status::BindingCounters;
 
-/// Header carried by an error reply: `retry`, `reject`, `trap` or `timeout`.
+/// Header carried by an error reply: `retry`, `reject`, `trap`, `timeout` or `overloaded`.
 pub const ERROR_HEADER: &str = "Wasmgate-Error";
 
 /// Where a binding's messages come from.
@@ -61,6 +62,55 @@ pub struct Dispatch {
     /// Gateway shutdown: drain, finish what arrived, then stop.
     pub shutdown: CancellationToken,
     pub drain_timeout: Duration,
+    /// The host-wide cap on batches in flight, when configured.
+    pub admission: Option<Arc<Admission>>,
+}
+
+/// The host-wide cap on batches handled at once, and what to do when it is reached.
+pub struct Admission {
+    slots: Arc<tokio::sync::Semaphore>,
+    overload: Overload,
+    wait: Duration,
+}
+
+enum Admit {
+    Granted(tokio::sync::OwnedSemaphorePermit),
+    Shed,
+    Stopped,
+}
+
+impl Admission {
+    /// `None` when the config sets no cap.
+    pub fn from_config(c: &RuntimeConfig) -> Option<Arc<Admission>> {
+        (c.max_concurrent_calls > 0).then(|| {
+            Arc::new(Admission {
+                slots: Arc::new(tokio::sync::Semaphore::new(c.max_concurrent_calls)),
+                overload: c.overload,
+                wait: c.admission_wait,
+            })
+        })
+    }
+
+    async fn admit(&self, stop: &CancellationToken) -> Admit {
+        let acquire = self.slots.clone().acquire_owned();
+        let bounded = async {
+            match self.overload {
+                Overload::Wait => acquire.await.ok(),
+                Overload::Shed => tokio::time::timeout(self.wait, acquire)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Admit::Stopped,
+            permit = bounded => match permit {
+                Some(p) => Admit::Granted(p),
+                None => Admit::Shed,
+            },
+        }
+    }
 }
 
 /// Most messages taken from the source before their output is sent.
@@ -108,11 +158,24 @@ impl Dispatch {
                 Step::Stop => return,
                 Step::Shutdown => break,
             }
+            // Held for the whole batch: one acquisition per batch, not per message.
+            let _slot = match &self.admission {
+                None => None,
+                Some(a) => match rt.block_on(a.admit(&self.stop)) {
+                    Admit::Granted(permit) => Some(permit),
+                    Admit::Stopped => return,
+                    Admit::Shed => {
+                        self.shed(&mut batch, &mut out);
+                        rt.block_on(self.send_or_stop(&mut out));
+                        continue;
+                    }
+                },
+            };
             let started = Instant::now();
             for msg in batch.drain(..) {
                 self.process(&rt, &mut instance, msg, started, &mut out);
             }
-            rt.block_on(self.send(&mut out));
+            rt.block_on(self.send_or_stop(&mut out));
         }
 
         let rest = rt.block_on(self.drain());
@@ -186,12 +249,55 @@ impl Dispatch {
                 }
             }
             Source::JetStream(js) => {
-                while let Some(msg) = js.try_next() {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                }
+                let naks = async {
+                    while let Some(msg) = js.try_next() {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(self.drain_timeout, naks).await;
             }
         }
         rest
+    }
+
+    /// The host is saturated: drop core messages (telling requesters) and
+    /// nak JetStream ones with their backoff delay.
+    fn shed(&self, batch: &mut Vec<Incoming>, out: &mut Vec<Send>) {
+        self.counters
+            .shed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            plugin = self.plugin.name(),
+            messages = batch.len(),
+            "host saturated: shedding"
+        );
+        for msg in batch.drain(..) {
+            match msg {
+                Incoming::Core(m) => {
+                    if let Some(to) = m.reply {
+                        out.push(Send::Error {
+                            to: to.to_string(),
+                            kind: "overloaded",
+                            reason: "the gateway is saturated; try again".into(),
+                        });
+                    }
+                }
+                Incoming::Js(m) => {
+                    let delay = match &self.source {
+                        Source::JetStream(js) => {
+                            let delivered =
+                                crate::jetstream::delivery_info(&m).map_or(1, |d| d.delivered);
+                            js.binding.nak_delay(delivered)
+                        }
+                        Source::Core(_) => None,
+                    };
+                    out.push(Send::Settle {
+                        msg: m,
+                        settle: Settle::Nak(delay),
+                    });
+                }
+            }
+        }
     }
 
     fn process(
@@ -367,6 +473,20 @@ impl Dispatch {
             }
         };
         out.push(Send::Settle { msg, settle });
+    }
+
+    /// [`send`](Self::send), abandoned if the connection is retired: a hung
+    /// connection must not pin this thread (and the old client) for ever. What
+    /// is not sent is lost for core NATS and redelivered for JetStream.
+    async fn send_or_stop(&self, out: &mut Vec<Send>) {
+        tokio::select! {
+            biased;
+            _ = self.send(out) => {}
+            _ = self.stop.cancelled() => {
+                tracing::warn!(plugin = self.plugin.name(), unsent = out.len(), "connection retired with output unsent");
+                out.clear();
+            }
+        }
     }
 
     /// Send a batch's output in order.

@@ -89,6 +89,7 @@ impl Gateway {
                         })
                     }),
                     counters: counters.next().expect("one counter per binding"),
+                    workers: p.concurrency,
                 });
             }
         }

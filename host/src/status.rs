@@ -82,6 +82,8 @@ pub struct BindingCounters {
     pub publish_failed: AtomicU64,
     /// JetStream messages dead-lettered and terminated.
     pub dead_lettered: AtomicU64,
+    /// Messages shed (core) or nak'd (JetStream) because the host was saturated.
+    pub shed: AtomicU64,
 }
 
 /// A binding as shown in the status.
@@ -106,6 +108,7 @@ pub struct BindingStatus {
     pub trapped: u64,
     pub publish_failed: u64,
     pub dead_lettered: u64,
+    pub shed: u64,
 }
 
 /// The whole status, as `GET /status` returns it.
@@ -211,6 +214,7 @@ impl StatusHub {
                     trapped: 0,
                     publish_failed: 0,
                     dead_lettered: 0,
+                    shed: 0,
                 })
                 .collect(),
         };
@@ -234,6 +238,7 @@ impl StatusHub {
             b.trapped = c.trapped.load(Ordering::Relaxed);
             b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
             b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
+            b.shed = c.shed.load(Ordering::Relaxed);
         }
         status
     }

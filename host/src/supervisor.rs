@@ -71,6 +71,8 @@ pub struct Binding {
     pub queue: Option<String>,
     /// Set for a JetStream binding.
     pub jetstream: Option<Arc<JsBinding>>,
+    /// Dispatch workers (each with its own instance) on this binding.
+    pub workers: usize,
     pub counters: Arc<BindingCounters>,
 }
 
@@ -142,6 +144,9 @@ pub struct Supervisor {
     shutdown: CancellationToken,
     max_payload: Arc<AtomicUsize>,
     current: watch::Sender<Option<Client>>,
+    admission: Option<Arc<crate::dispatch::Admission>>,
+    /// Names this gateway's private queue groups (concurrent core bindings).
+    instance_id: String,
 }
 
 impl Supervisor {
@@ -155,13 +160,15 @@ impl Supervisor {
         current: watch::Sender<Option<Client>>,
     ) -> Supervisor {
         Supervisor {
-            config,
             bindings,
             status,
             callbacks,
             shutdown,
+            admission: crate::dispatch::Admission::from_config(&config.runtime),
+            instance_id: format!("{:016x}", rand::random::<u64>()),
             max_payload,
             current,
+            config,
         }
     }
 
@@ -361,56 +368,72 @@ impl Supervisor {
         }
     }
 
-    /// Subscribe every binding that has no dispatch task on this connection.
+    /// Subscribe every binding that has no dispatch workers on this connection.
     async fn bind_missing(&self, conn: &mut Connection) {
         for (i, b) in self.bindings.iter().enumerate() {
             if conn.bound[i] {
                 continue;
             }
-            let result = match (&b.jetstream, &b.queue) {
-                (Some(js), _) => {
-                    JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i)
-                        .await
-                        .map(Source::JetStream)
-                }
-                (None, Some(q)) => conn
-                    .client
-                    .queue_subscribe(b.subject.clone(), q.clone())
-                    .await
-                    .map(Source::Core)
-                    .map_err(anyhow::Error::from),
-                (None, None) => conn
-                    .client
-                    .subscribe(b.subject.clone())
-                    .await
-                    .map(Source::Core)
-                    .map_err(anyhow::Error::from),
-            };
-            match result {
-                Ok(source) => {
+            match self.sources(conn, i, b).await {
+                Ok(sources) => {
                     conn.bound[i] = true;
                     self.status.set_binding(i, BindingState::Pending, None);
-                    let dispatch = Dispatch {
-                        plugin: b.plugin.clone(),
-                        counters: b.counters.clone(),
-                        client: conn.client.clone(),
-                        source,
-                        stop: conn.stop.clone(),
-                        shutdown: self.shutdown.clone(),
-                        drain_timeout: DRAIN_TIMEOUT,
-                    };
-                    conn.tasks.spawn_blocking(move || dispatch.run());
+                    for source in sources {
+                        let dispatch = Dispatch {
+                            plugin: b.plugin.clone(),
+                            counters: b.counters.clone(),
+                            client: conn.client.clone(),
+                            source,
+                            stop: conn.stop.clone(),
+                            shutdown: self.shutdown.clone(),
+                            drain_timeout: DRAIN_TIMEOUT,
+                            admission: self.admission.clone(),
+                        };
+                        conn.tasks.spawn_blocking(move || dispatch.run());
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %e, "binding failed");
-                    self.status.set_binding(
-                        i,
-                        BindingState::Failed,
-                        Some(format!("subscribe failed: {e}")),
-                    );
+                    tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %format!("{e:#}"), "binding failed");
+                    self.status
+                        .set_binding(i, BindingState::Failed, Some(format!("{e:#}")));
                 }
             }
         }
+    }
+
+    /// One source per worker. Concurrent core workers join one queue group
+    /// (the binding's, or a private one), so the server spreads the messages
+    /// over them; concurrent JetStream workers pull from the same consumer.
+    async fn sources(
+        &self,
+        conn: &Connection,
+        i: usize,
+        b: &Binding,
+    ) -> anyhow::Result<Vec<Source>> {
+        let mut sources = Vec::with_capacity(b.workers);
+        for _ in 0..b.workers.max(1) {
+            let source = match (&b.jetstream, &b.queue) {
+                (Some(js), _) => Source::JetStream(
+                    JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i).await?,
+                ),
+                (None, queue) => {
+                    let group = match queue {
+                        Some(q) => Some(q.clone()),
+                        None if b.workers > 1 => {
+                            Some(format!("_wasmgate.{}.b{i}", self.instance_id))
+                        }
+                        None => None,
+                    };
+                    let sub = match group {
+                        Some(g) => conn.client.queue_subscribe(b.subject.clone(), g).await?,
+                        None => conn.client.subscribe(b.subject.clone()).await?,
+                    };
+                    Source::Core(sub)
+                }
+            };
+            sources.push(source);
+        }
+        Ok(sources)
     }
 
     /// After the client's own reconnect: the server may have lost streams and

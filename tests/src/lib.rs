@@ -268,6 +268,7 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
             .collect(),
         timeout: Duration::from_secs(2),
         memory: bytesize_mib(64),
+        concurrency: 1,
         bindings: subjects
             .iter()
             .map(|s| BindingConfig {

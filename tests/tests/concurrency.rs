@@ -1,0 +1,134 @@
+//! Per-plugin concurrency (pooled instances per binding) and the host-wide
+//! cap with its backpressure choice, against a real nats-server.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use wasmgate::Gateway;
+use wasmgate::config::Overload;
+use wasmgate_tests::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn interval(reply: &async_nats::Message) -> (u128, u128) {
+    let text = String::from_utf8_lossy(&reply.payload).to_string();
+    let (a, b) = text
+        .split_once(',')
+        .unwrap_or_else(|| panic!("not an interval: {text}"));
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_overlap_and_handle_each_message_once() {
+    init_logs();
+    let server = NatsServer::start();
+    let mut config = test_config(&[server.url()]);
+    let mut p = plugin("sleepy", "sleepy", &["sleep.>"], &[]);
+    p.concurrency = 4;
+    config.plugins.push(p);
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+    let nc = client(&server).await;
+
+    let replies = join_all((0..8).map(|i| {
+        let nc = nc.clone();
+        async move {
+            tokio::time::timeout(WAIT, nc.request(format!("sleep.{i}"), "200".into()))
+                .await
+                .expect("reply in time")
+                .expect("request")
+        }
+    }))
+    .await;
+    let spans: Vec<_> = replies.iter().map(interval).collect();
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(
+        overlapping,
+        "with concurrency 4 some handlings run at the same time: {spans:?}"
+    );
+    assert_eq!(
+        gw.status().bindings[0].handled,
+        8,
+        "each request handled once"
+    );
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_one_keeps_order_and_never_overlaps() {
+    init_logs();
+    let server = NatsServer::start();
+    let mut config = test_config(&[server.url()]);
+    config
+        .plugins
+        .push(plugin("sleepy", "sleepy", &["sleep.>"], &[]));
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+    let nc = client(&server).await;
+    let replies = join_all((0..4).map(|i| {
+        let nc = nc.clone();
+        async move { nc.request(format!("sleep.{i}"), "50".into()).await.unwrap() }
+    }))
+    .await;
+    let mut spans: Vec<_> = replies.iter().map(interval).collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "sequential: {spans:?}"
+    );
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_host_sheds_and_counts() {
+    init_logs();
+    let server = NatsServer::start();
+    let mut config = test_config(&[server.url()]);
+    config.runtime.max_concurrent_calls = 1;
+    config.runtime.overload = Overload::Shed;
+    config.runtime.admission_wait = Duration::from_millis(50);
+    let mut p = plugin("sleepy", "sleepy", &["sleep.>"], &[]);
+    p.concurrency = 2;
+    config.plugins.push(p);
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+    let nc = client(&server).await;
+
+    let replies = join_all((0..6).map(|i| {
+        let nc = nc.clone();
+        async move {
+            tokio::time::timeout(WAIT, nc.request(format!("sleep.{i}"), "300".into()))
+                .await
+                .expect("a reply, not a timeout")
+                .expect("request")
+        }
+    }))
+    .await;
+    let overloaded = replies
+        .iter()
+        .filter(|r| {
+            r.headers
+                .as_ref()
+                .and_then(|h| h.get(wasmgate::dispatch::ERROR_HEADER))
+                .is_some_and(|v| v.as_str() == "overloaded")
+        })
+        .count();
+    let b = gw.status().bindings[0].clone();
+    assert!(
+        overloaded > 0,
+        "a second batch waiting past admission_wait is shed"
+    );
+    assert_eq!(b.shed, overloaded as u64, "every shed message is counted");
+    assert_eq!(b.handled + b.shed, 6);
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}

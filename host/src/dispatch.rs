@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overload, RuntimeConfig};
 use crate::jetstream::{JsSource, Settle};
 use crate::plugin::{CallError, Handled, Instance, Outcome, Plugin};
+use crate::reload::PluginSlot;
 use crate::runtime::Outgoing;
 use crate::runtime::bindings::Message;
 use crate::status::BindingCounters;
@@ -53,7 +54,11 @@ pub enum Source {
 
 /// Everything one dispatch thread needs.
 pub struct Dispatch {
+    /// Where the plugin's current version lives (hot reload swaps it).
+    pub slot: Arc<PluginSlot>,
+    /// The version this worker runs; refreshed between batches.
     pub plugin: Arc<Plugin>,
+    pub version: u64,
     pub counters: Arc<BindingCounters>,
     pub client: Client,
     pub source: Source,
@@ -157,6 +162,17 @@ impl Dispatch {
                 Step::Batch => {}
                 Step::Stop => return,
                 Step::Shutdown => break,
+            }
+            // A reloaded plugin takes over between batches: the batch in hand
+            // finished on the old instance, the next starts on the new one.
+            if self.slot.version() != self.version {
+                (self.plugin, self.version) = self.slot.current();
+                instance = None;
+                tracing::info!(
+                    plugin = self.plugin.name(),
+                    version = self.version,
+                    "worker switched to the reloaded plugin"
+                );
             }
             // Held for the whole batch: one acquisition per batch, not per message.
             let _slot = match &self.admission {

@@ -23,18 +23,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::Client;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::jetstream::JsBinding;
-use crate::plugin::Plugin;
+use crate::reload::{Catalog, ReloadReport};
 use crate::runtime::Runtime;
-use crate::status::{BindingSpec, Status, StatusHub};
-use crate::supervisor::{Binding, Callbacks, ReconnectEvent, Supervisor};
+use crate::status::{Status, StatusHub};
+use crate::supervisor::{Callbacks, Command, ReconnectEvent, Supervisor};
 
 /// A running gateway.
 pub struct Gateway {
+    catalog: Arc<tokio::sync::Mutex<Catalog>>,
+    commands: mpsc::UnboundedSender<Command>,
     status: StatusHub,
     callbacks: Callbacks,
     current: watch::Receiver<Option<Client>>,
@@ -55,44 +56,13 @@ impl Gateway {
         let runtime =
             Runtime::new(config.runtime.epoch_tick).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
-
-        let mut plugins = Vec::with_capacity(config.plugins.len());
-        for p in &config.plugins {
-            plugins.push(Arc::new(Plugin::load(&runtime, p, max_payload.clone())?));
-        }
-        let specs: Vec<BindingSpec> = config
-            .plugins
-            .iter()
-            .flat_map(|p| {
-                p.bindings.iter().map(|b| BindingSpec {
-                    plugin: p.name.clone(),
-                    subject: b.subject.clone(),
-                    queue: b.queue.clone(),
-                    stream: b.jetstream.as_ref().map(|j| j.stream.clone()),
-                    consumer: b.jetstream.as_ref().map(|j| j.consumer.clone()),
-                })
-            })
-            .collect();
-        let (status, counters) = StatusHub::new(&specs);
-        let mut counters = counters.into_iter();
-        let mut bindings = Vec::with_capacity(specs.len());
-        for (plugin, p) in plugins.iter().zip(&config.plugins) {
-            for b in &p.bindings {
-                bindings.push(Binding {
-                    plugin: plugin.clone(),
-                    subject: b.subject.clone(),
-                    queue: b.queue.clone(),
-                    jetstream: b.jetstream.as_ref().map(|j| {
-                        Arc::new(JsBinding {
-                            subject: b.subject.clone(),
-                            config: j.clone(),
-                        })
-                    }),
-                    counters: counters.next().expect("one counter per binding"),
-                    workers: p.concurrency,
-                });
-            }
-        }
+        let (catalog, set) = Catalog::load(runtime, max_payload.clone(), config.clone())?;
+        let status = StatusHub::new(
+            &set.specs,
+            set.bindings.iter().map(|b| b.counters.clone()).collect(),
+        );
+        status.update(|s| s.plugins = catalog.plugin_statuses());
+        let bindings = set.bindings;
 
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = if config.http.listen.is_empty() {
@@ -108,9 +78,11 @@ impl Gateway {
         let stop = shutdown.child_token();
         let callbacks: Callbacks = Default::default();
         let (current_tx, current) = watch::channel(None);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor::new(
             Arc::new(config),
-            bindings.into(),
+            bindings,
+            commands_rx,
             status.clone(),
             callbacks.clone(),
             stop.clone(),
@@ -122,6 +94,8 @@ impl Gateway {
             tokio::spawn(async move { supervisor.run().await.map_err(anyhow::Error::from) });
 
         Ok(Gateway {
+            catalog: Arc::new(tokio::sync::Mutex::new(catalog)),
+            commands,
             status,
             callbacks,
             current,
@@ -183,6 +157,64 @@ impl Gateway {
     /// The NATS client in use, when connected.
     pub fn client(&self) -> Option<Client> {
         self.current.borrow().clone()
+    }
+
+    /// Apply a new config without a restart: changed plugins are loaded and
+    /// checked first (a bad one refuses the whole reload and the old config
+    /// keeps running), then swapped in between batches; a changed binding set
+    /// is re-bound on the current connection. `[nats]`, `[health]`,
+    /// `[reconnect]`, `[http]` and `[runtime]` changes need a restart and are
+    /// reported in `needs_restart`.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<ReloadReport> {
+        let mut catalog = self.catalog.lock().await;
+        let result = config
+            .validate("config")
+            .map_err(anyhow::Error::from)
+            .and_then(|()| catalog.reload(config));
+        self.finish_reload(&catalog, result)
+    }
+
+    /// Reload one plugin's `.wasm` from its file (the old version stays on error).
+    pub async fn reload_plugin(&self, name: &str) -> anyhow::Result<ReloadReport> {
+        let mut catalog = self.catalog.lock().await;
+        let result = catalog.reload_plugin(name).map(|_| {
+            (
+                ReloadReport {
+                    swapped: vec![name.to_string()],
+                    ..Default::default()
+                },
+                None,
+            )
+        });
+        self.finish_reload(&catalog, result)
+    }
+
+    /// Reload the config file at `path` (what SIGHUP does).
+    pub async fn reload_file(&self, path: &std::path::Path) -> anyhow::Result<ReloadReport> {
+        self.reloader().reload_file(path).await
+    }
+
+    /// Watch the config file and every plugin's `.wasm` and reload on change
+    /// (debounced). Runs until the gateway stops.
+    pub fn watch(&self, config_path: std::path::PathBuf) -> anyhow::Result<()> {
+        crate::reload::watch(self.reloader(), config_path, self.stop.clone())
+    }
+
+    /// A handle that reloads this gateway from other tasks (a SIGHUP handler).
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        crate::reload::Reloader {
+            catalog: self.catalog.clone(),
+            commands: self.commands.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    fn finish_reload(
+        &self,
+        catalog: &Catalog,
+        result: anyhow::Result<(ReloadReport, Option<crate::reload::BindingSet>)>,
+    ) -> anyhow::Result<ReloadReport> {
+        self.reloader().finish(catalog, result)
     }
 
     /// Where the status endpoints listen (useful with port 0).

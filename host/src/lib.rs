@@ -20,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod jetstream;
 pub mod plugin;
+pub mod reload;
 pub mod runtime;
 pub mod status;
 pub mod subject;

@@ -28,6 +28,10 @@ enum Command {
         /// The TOML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Do not reload when the config file or a plugin's `.wasm` changes
+        /// (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Config helpers.
     Config {
@@ -66,8 +70,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
-            let config = match wasmgate::Config::load(&config) {
+        Command::Run {
+            config: path,
+            no_watch,
+        } => {
+            let config = match wasmgate::Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
-                match wasmgate::run(config, shutdown).await {
+                match serve(config, path, !no_watch, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e:#}");
@@ -89,6 +96,30 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+async fn serve(
+    config: wasmgate::Config,
+    path: PathBuf,
+    watch: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let gateway = wasmgate::Gateway::start(config, shutdown.clone()).await?;
+    if watch {
+        gateway.watch(path.clone())?;
+    }
+    let reloader = gateway.reloader();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP: reloading");
+            let _ = reloader.reload_file(&path).await;
+        }
+    });
+    gateway.wait().await
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

@@ -7,8 +7,8 @@
 //! so the hot path never takes the watch's lock; [`StatusHub::snapshot`] folds
 //! them in.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -136,7 +136,49 @@ pub struct Status {
     pub last_probe_rtt_us: Option<u64>,
     /// Slow-consumer events reported by the client (messages were dropped).
     pub slow_consumer_events: u64,
+    /// Config or plugin reloads applied since start.
+    pub config_reloads: u64,
+    /// Why the last refused reload was refused (the old version kept running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reload_error: Option<String>,
+    /// Each plugin and the version of it that runs (1 at start, +1 per swap).
+    pub plugins: Vec<PluginStatus>,
     pub bindings: Vec<BindingStatus>,
+}
+
+/// A plugin as shown in the status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub path: String,
+    pub version: u64,
+}
+
+fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
+    bindings
+        .iter()
+        .map(|b| BindingStatus {
+            plugin: b.plugin.clone(),
+            subject: b.subject.clone(),
+            kind: if b.stream.is_some() {
+                "jetstream"
+            } else {
+                "core"
+            },
+            stream: b.stream.clone(),
+            consumer: b.consumer.clone(),
+            queue: b.queue.clone(),
+            state: BindingState::Pending,
+            error: None,
+            handled: 0,
+            retried: 0,
+            rejected: 0,
+            trapped: 0,
+            publish_failed: 0,
+            dead_lettered: 0,
+            shed: 0,
+        })
+        .collect()
 }
 
 impl Status {
@@ -172,16 +214,12 @@ pub struct BindingSpec {
 #[derive(Clone)]
 pub struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
-    counters: Arc<[Arc<BindingCounters>]>,
+    counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,
 }
 
 impl StatusHub {
-    /// A hub for these bindings (plugin, subject, queue), all pending.
-    pub fn new(bindings: &[BindingSpec]) -> (StatusHub, Vec<Arc<BindingCounters>>) {
-        let counters: Vec<Arc<BindingCounters>> = bindings
-            .iter()
-            .map(|_| Arc::new(BindingCounters::default()))
-            .collect();
+    /// A hub for these bindings (all pending) and their counters.
+    pub fn new(bindings: &[BindingSpec], counters: Vec<Arc<BindingCounters>>) -> StatusHub {
         let status = Status {
             state: ConnectionState::Connecting,
             ready: false,
@@ -193,45 +231,29 @@ impl StatusHub {
             last_error: None,
             last_probe_rtt_us: None,
             slow_consumer_events: 0,
-            bindings: bindings
-                .iter()
-                .map(|b| BindingStatus {
-                    plugin: b.plugin.clone(),
-                    subject: b.subject.clone(),
-                    kind: if b.stream.is_some() {
-                        "jetstream"
-                    } else {
-                        "core"
-                    },
-                    stream: b.stream.clone(),
-                    consumer: b.consumer.clone(),
-                    queue: b.queue.clone(),
-                    state: BindingState::Pending,
-                    error: None,
-                    handled: 0,
-                    retried: 0,
-                    rejected: 0,
-                    trapped: 0,
-                    publish_failed: 0,
-                    dead_lettered: 0,
-                    shed: 0,
-                })
-                .collect(),
+            config_reloads: 0,
+            last_reload_error: None,
+            plugins: Vec::new(),
+            bindings: binding_statuses(bindings),
         };
         let (tx, _) = watch::channel(status);
-        (
-            StatusHub {
-                tx: Arc::new(tx),
-                counters: counters.clone().into(),
-            },
-            counters,
-        )
+        StatusHub {
+            tx: Arc::new(tx),
+            counters: Arc::new(RwLock::new(counters)),
+        }
+    }
+
+    /// A new binding set (after a config reload): all pending, with these counters.
+    pub fn replace_bindings(&self, bindings: &[BindingSpec], counters: Vec<Arc<BindingCounters>>) {
+        *self.counters.write().expect("status counters lock") = counters;
+        self.update(|s| s.bindings = binding_statuses(bindings));
     }
 
     /// The current status with fresh counters.
     pub fn snapshot(&self) -> Status {
         let mut status = self.tx.borrow().clone();
-        for (b, c) in status.bindings.iter_mut().zip(self.counters.iter()) {
+        let counters = self.counters.read().expect("status counters lock");
+        for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
             b.handled = c.handled.load(Ordering::Relaxed);
             b.retried = c.retried.load(Ordering::Relaxed);
             b.rejected = c.rejected.load(Ordering::Relaxed);

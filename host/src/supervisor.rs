@@ -58,7 +58,7 @@ use crate::connection::{self, ClientEvent};
 use crate::dispatch::{Dispatch, Source};
 use crate::health::Probe;
 use crate::jetstream::{JsBinding, JsSource};
-use crate::plugin::Plugin;
+use crate::reload::PluginSlot;
 use crate::status::{BindingCounters, BindingState, ConnectionState, StatusHub};
 
 /// How long shutdown waits for subscriptions to drain.
@@ -66,7 +66,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One subscription of one plugin.
 pub struct Binding {
-    pub plugin: Arc<Plugin>,
+    pub plugin: Arc<PluginSlot>,
     pub subject: String,
     pub queue: Option<String>,
     /// Set for a JetStream binding.
@@ -136,9 +136,17 @@ struct Connection {
     client_reconnecting: bool,
 }
 
+/// What the embedding API asks of the supervisor.
+pub enum Command {
+    /// A config reload changed the binding set: stop the current workers and
+    /// bind these instead, on the same connection.
+    Rebind(crate::reload::BindingSet),
+}
+
 pub struct Supervisor {
     config: Arc<Config>,
-    bindings: Arc<[Binding]>,
+    bindings: Vec<Binding>,
+    commands: mpsc::UnboundedReceiver<Command>,
     status: StatusHub,
     callbacks: Callbacks,
     shutdown: CancellationToken,
@@ -150,9 +158,11 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
-        bindings: Arc<[Binding]>,
+        bindings: Vec<Binding>,
+        commands: mpsc::UnboundedReceiver<Command>,
         status: StatusHub,
         callbacks: Callbacks,
         shutdown: CancellationToken,
@@ -161,6 +171,7 @@ impl Supervisor {
     ) -> Supervisor {
         Supervisor {
             bindings,
+            commands,
             status,
             callbacks,
             shutdown,
@@ -174,7 +185,7 @@ impl Supervisor {
 
     /// Connect, bind, supervise until shutdown (then drain), or until
     /// attempts are used up with `on_exhausted = "exit"`.
-    pub async fn run(self) -> Result<(), SupervisorError> {
+    pub async fn run(mut self) -> Result<(), SupervisorError> {
         let backoff = Backoff::from_config(&self.config.reconnect);
         let Some(mut conn) = self
             .establish(&backoff, ConnectionState::Connecting)
@@ -197,6 +208,12 @@ impl Supervisor {
                 event = conn.events.recv() => {
                     let event = event.unwrap_or(ClientEvent::GaveUp("event stream ended".into()));
                     self.on_event(&mut conn, event).await
+                }
+                Some(command) = self.commands.recv() => {
+                    match command {
+                        Command::Rebind(set) => self.rebind(&mut conn, set).await,
+                    }
+                    None
                 }
                 _ = ticker.tick() => {
                     let rebuild = self.on_tick(&mut conn).await;
@@ -379,8 +396,11 @@ impl Supervisor {
                     conn.bound[i] = true;
                     self.status.set_binding(i, BindingState::Pending, None);
                     for source in sources {
+                        let (plugin, version) = b.plugin.current();
                         let dispatch = Dispatch {
-                            plugin: b.plugin.clone(),
+                            slot: b.plugin.clone(),
+                            plugin,
+                            version,
                             counters: b.counters.clone(),
                             client: conn.client.clone(),
                             source,
@@ -620,6 +640,46 @@ impl Supervisor {
                 })
             }
         }
+    }
+
+    /// A new binding set from a config reload: stop the current workers
+    /// (after the message in hand), then bind the new set on the same client
+    /// and confirm it with a probe.
+    async fn rebind(&mut self, conn: &mut Connection, set: crate::reload::BindingSet) {
+        tracing::info!(
+            bindings = set.bindings.len(),
+            "re-binding after a config reload"
+        );
+        self.stop_workers(conn).await;
+        self.status.replace_bindings(
+            &set.specs,
+            set.bindings.iter().map(|b| b.counters.clone()).collect(),
+        );
+        self.bindings = set.bindings;
+        conn.bound = vec![false; self.bindings.len()];
+        self.bind_missing(conn).await;
+        match conn
+            .probe
+            .round_trip(&conn.client, self.config.health.timeout)
+            .await
+        {
+            Ok(rtt) => self.mark_connected(conn, Some(rtt)),
+            Err(e) => {
+                tracing::warn!(error = %e, "new bindings not confirmed yet; the next health tick retries")
+            }
+        }
+    }
+
+    /// Stop this connection's workers and give it fresh tokens for new ones.
+    async fn stop_workers(&self, conn: &mut Connection) {
+        conn.stop.cancel();
+        conn.tasks.close();
+        let wait = self.longest_handler() + Duration::from_secs(1);
+        if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {
+            tracing::warn!("dispatch workers did not stop in {wait:?}");
+        }
+        conn.stop = CancellationToken::new();
+        conn.tasks = TaskTracker::new();
     }
 
     /// Stop a connection's dispatch tasks and drop every handle, which closes the client.

@@ -1,0 +1,192 @@
+//! Hot reload against a real nats-server: a plugin's `.wasm` replaced under
+//! load, a bad new version refused, and a config reload that adds, changes
+//! and removes plugins and bindings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use wasmgate::Gateway;
+use wasmgate_tests::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Replace a file the way build tools do: write beside it, then rename over it.
+fn replace_file(target: &Path, bytes: &[u8]) {
+    let tmp = target.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, target).unwrap();
+}
+
+async fn ask(nc: &async_nats::Client, subject: String, payload: &'static str) -> String {
+    let reply = tokio::time::timeout(WAIT, nc.request(subject, payload.into()))
+        .await
+        .expect("a reply in time")
+        .expect("request answered");
+    String::from_utf8_lossy(&reply.payload).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
+    init_logs();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("plugin.wasm");
+    std::fs::copy(plugin_wasm("uppercase"), &wasm).unwrap();
+    let mut config = test_config(&[server.url()]);
+    let mut p = plugin("swap", "uppercase", &["in.>"], &[]);
+    p.path = wasm.clone();
+    config.plugins.push(p);
+    let config_path = dir.path().join("wasmgate.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+    gw.watch(config_path).unwrap();
+    let nc = client(&server).await;
+
+    // Keep the load going through the swap: before it, while the watcher
+    // debounces and the new version compiles, and after it.
+    let (mut upper, mut lower, mut sent) = (0, 0, 0);
+    let mut chunks_after_swap = 0;
+    for chunk in 0..1000 {
+        if chunk == 5 {
+            // The echo plugin replies with the payload unchanged.
+            replace_file(&wasm, &std::fs::read(plugin_wasm("echo")).unwrap());
+        }
+        let replies = join_all((0..100).map(|i| ask(&nc, format!("in.{chunk}.{i}"), "abc"))).await;
+        sent += 100;
+        for r in replies {
+            match r.as_str() {
+                "ABC" => upper += 1,
+                "abc" => lower += 1,
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        if gw.status().plugins[0].version == 2 {
+            chunks_after_swap += 1;
+            if chunks_after_swap == 5 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        upper + lower,
+        sent,
+        "every request answered across the swap"
+    );
+    assert!(upper >= 500, "the old version served until the swap");
+    assert!(lower >= 400, "the new version took over: {lower}");
+    let status = gw.status();
+    assert_eq!(status.plugins[0].version, 2);
+    assert_eq!(status.config_reloads, 1);
+    assert_eq!(status.bindings[0].handled, sent as u64);
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_new_version_is_refused_and_the_old_one_keeps_running() {
+    init_logs();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("plugin.wasm");
+    std::fs::copy(plugin_wasm("uppercase"), &wasm).unwrap();
+    let mut config = test_config(&[server.url()]);
+    let mut p = plugin("swap", "uppercase", &["in.>"], &[]);
+    p.path = wasm.clone();
+    config.plugins.push(p);
+    let config_path = dir.path().join("wasmgate.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+    gw.watch(config_path).unwrap();
+    let nc = client(&server).await;
+    assert_eq!(ask(&nc, "in.1".into(), "abc").await, "ABC");
+
+    replace_file(&wasm, b"\0asm\x0d\0\x01\0 this is not a component");
+    let refused = gw
+        .wait_for(WAIT, |s| s.last_reload_error.is_some())
+        .await
+        .expect("the refused reload is reported");
+    let error = refused.last_reload_error.unwrap();
+    assert!(
+        error.contains("plugin \"swap\"") && error.contains("invalid component"),
+        "{error}"
+    );
+    assert_eq!(refused.plugins[0].version, 1);
+    assert_eq!(
+        ask(&nc, "in.2".into(), "abc").await,
+        "ABC",
+        "the old version still answers"
+    );
+
+    // A good version afterwards is taken.
+    replace_file(&wasm, &std::fs::read(plugin_wasm("echo")).unwrap());
+    gw.wait_for(WAIT, |s| {
+        s.plugins[0].version == 2 && s.last_reload_error.is_none()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ask(&nc, "in.3".into(), "abc").await, "abc");
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_adds_changes_and_removes_plugins_and_bindings() {
+    init_logs();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&[server.url()]);
+    config
+        .plugins
+        .push(plugin("upper", "uppercase", &["a.>"], &[("prefix", "out")]));
+    config.plugins.push(plugin("gone", "echo", &["g.>"], &[]));
+    let config_path = dir.path().join("wasmgate.toml");
+
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    gw.ready(WAIT).await.unwrap();
+    let nc = client(&server).await;
+    assert_eq!(ask(&nc, "a.1".into(), "abc").await, "ABC");
+    assert_eq!(ask(&nc, "g.1".into(), "abc").await, "abc");
+
+    // What SIGHUP does: `upper` moves to a2.>, `gone` goes, `added` arrives.
+    let mut next = config.clone();
+    next.plugins[0].bindings[0].subject = "a2.>".into();
+    next.plugins.remove(1);
+    next.plugins.push(plugin("added", "echo", &["b.>"], &[]));
+    std::fs::write(&config_path, toml::to_string(&next).unwrap()).unwrap();
+    let report = gw.reload_file(&config_path).await.unwrap();
+    assert!(report.rebound);
+    assert_eq!(report.added, vec!["added".to_string()]);
+    assert_eq!(report.removed, vec!["gone".to_string()]);
+
+    let status = gw.ready(WAIT).await.unwrap();
+    let subjects: Vec<_> = status
+        .bindings
+        .iter()
+        .map(|b| (b.plugin.as_str(), b.subject.as_str()))
+        .collect();
+    assert_eq!(subjects, [("upper", "a2.>"), ("added", "b.>")]);
+    assert_eq!(ask(&nc, "a2.1".into(), "abc").await, "ABC");
+    assert_eq!(ask(&nc, "b.1".into(), "xyz").await, "xyz");
+    let gone = nc.request("g.2", "abc".into()).await;
+    assert!(gone.is_err(), "nobody serves a removed binding any more");
+
+    // An invalid config is refused whole; everything keeps running.
+    std::fs::write(&config_path, "[nats]\nservers = []\n").unwrap();
+    let err = gw.reload_file(&config_path).await.unwrap_err();
+    assert!(format!("{err:#}").contains("nats.servers"), "{err:#}");
+    assert!(gw.status().last_reload_error.is_some());
+    assert_eq!(ask(&nc, "b.2".into(), "still").await, "still");
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}

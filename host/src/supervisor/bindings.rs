@@ -1,0 +1,176 @@
+//! The bindings side of the supervisor: subscribing each binding's workers
+//! on a connection (core subscriptions, queue groups, JetStream consumers),
+//! verifying JetStream bindings after the client's own reconnect, marking
+//! bindings the server refused, and re-binding after a config reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Connection, DRAIN_TIMEOUT, Supervisor};
+use crate::dispatch::{Dispatch, Source};
+use crate::jetstream::{JsBinding, JsSource};
+use crate::reload::PluginSlot;
+use crate::status::{BindingCounters, BindingState};
+
+/// One subscription of one plugin.
+pub struct Binding {
+    pub plugin: Arc<PluginSlot>,
+    pub subject: String,
+    pub queue: Option<String>,
+    /// Set for a JetStream binding.
+    pub jetstream: Option<Arc<JsBinding>>,
+    /// Dispatch workers (each with its own instance) on this binding.
+    pub workers: usize,
+    pub counters: Arc<BindingCounters>,
+}
+
+impl Supervisor {
+    /// Subscribe every binding that has no dispatch workers on this connection.
+    pub(super) async fn bind_missing(&self, conn: &mut Connection) {
+        for (i, b) in self.bindings.iter().enumerate() {
+            if conn.bound[i] {
+                continue;
+            }
+            match self.sources(conn, i, b).await {
+                Ok(sources) => {
+                    conn.bound[i] = true;
+                    self.status.set_binding(i, BindingState::Pending, None);
+                    for source in sources {
+                        let (plugin, version) = b.plugin.current();
+                        let dispatch = Dispatch {
+                            slot: b.plugin.clone(),
+                            plugin,
+                            version,
+                            counters: b.counters.clone(),
+                            client: conn.client.clone(),
+                            source,
+                            stop: conn.stop.clone(),
+                            shutdown: self.shutdown.clone(),
+                            drain_timeout: DRAIN_TIMEOUT,
+                            admission: self.admission.clone(),
+                        };
+                        conn.tasks.spawn_blocking(move || dispatch.run());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %format!("{e:#}"), "binding failed");
+                    self.status
+                        .set_binding(i, BindingState::Failed, Some(format!("{e:#}")));
+                }
+            }
+        }
+    }
+
+    /// One source per worker. Concurrent core workers join one queue group
+    /// (the binding's, or a private one), so the server spreads the messages
+    /// over them; concurrent JetStream workers pull from the same consumer.
+    async fn sources(
+        &self,
+        conn: &Connection,
+        i: usize,
+        b: &Binding,
+    ) -> anyhow::Result<Vec<Source>> {
+        let mut sources = Vec::with_capacity(b.workers);
+        for _ in 0..b.workers.max(1) {
+            let source = match (&b.jetstream, &b.queue) {
+                (Some(js), _) => Source::JetStream(
+                    JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i).await?,
+                ),
+                (None, queue) => {
+                    let group = match queue {
+                        Some(q) => Some(q.clone()),
+                        None if b.workers > 1 => {
+                            Some(format!("_wasmgate.{}.b{i}", self.instance_id))
+                        }
+                        None => None,
+                    };
+                    let sub = match group {
+                        Some(g) => conn.client.queue_subscribe(b.subject.clone(), g).await?,
+                        None => conn.client.subscribe(b.subject.clone()).await?,
+                    };
+                    Source::Core(sub)
+                }
+            };
+            sources.push(source);
+        }
+        Ok(sources)
+    }
+
+    /// After the client's own reconnect: the server may have lost streams and
+    /// consumers (memory storage, a wiped store). Declare them again (with
+    /// `create`) or check they still exist; a failure is recorded on the
+    /// binding and its source keeps re-attaching.
+    pub(super) async fn verify_jetstream(&self, conn: &Connection) {
+        for (i, b) in self.bindings.iter().enumerate() {
+            let Some(js) = &b.jetstream else { continue };
+            if !conn.bound[i] {
+                continue;
+            }
+            if let Err(e) = crate::jetstream::declare(&conn.js, js).await {
+                tracing::warn!(stream = %js.config.stream, consumer = %js.config.consumer, error = %format!("{e:#}"), "JetStream binding not restored yet");
+                self.status.set_binding(
+                    i,
+                    BindingState::Rebinding,
+                    Some(format!("after reconnect: {e:#}")),
+                );
+            }
+        }
+    }
+
+    /// A permissions violation names the subject the server refused.
+    pub(super) fn mark_failed_subscription(&self, error: &str) {
+        let lower = error.to_ascii_lowercase();
+        if !lower.contains("permissions violation for subscription") {
+            return;
+        }
+        for (i, b) in self.bindings.iter().enumerate() {
+            if error.contains(&format!("\"{}\"", b.subject)) {
+                self.status
+                    .set_binding(i, BindingState::Failed, Some(error.to_string()));
+            }
+        }
+    }
+
+    /// A new binding set from a config reload: stop the current workers
+    /// (after the message in hand), then bind the new set on the same client
+    /// and confirm it with a probe.
+    pub(super) async fn rebind(&mut self, conn: &mut Connection, set: crate::reload::BindingSet) {
+        tracing::info!(
+            bindings = set.bindings.len(),
+            "re-binding after a config reload"
+        );
+        self.stop_workers(conn).await;
+        self.status.replace_bindings(
+            &set.specs,
+            set.bindings.iter().map(|b| b.counters.clone()).collect(),
+        );
+        self.bindings = set.bindings;
+        conn.bound = vec![false; self.bindings.len()];
+        self.bind_missing(conn).await;
+        match conn
+            .probe
+            .round_trip(&conn.client, self.config.health.timeout)
+            .await
+        {
+            Ok(rtt) => self.mark_connected(conn, Some(rtt)),
+            Err(e) => {
+                tracing::warn!(error = %e, "new bindings not confirmed yet; the next health tick retries")
+            }
+        }
+    }
+
+    /// Stop this connection's workers and give it fresh tokens for new ones.
+    pub(super) async fn stop_workers(&self, conn: &mut Connection) {
+        conn.stop.cancel();
+        conn.tasks.close();
+        let wait = self.longest_handler() + Duration::from_secs(1);
+        if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {
+            tracing::warn!("dispatch workers did not stop in {wait:?}");
+        }
+        conn.stop = CancellationToken::new();
+        conn.tasks = TaskTracker::new();
+    }
+}

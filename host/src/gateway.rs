@@ -171,7 +171,7 @@ impl Gateway {
             .validate("config")
             .map_err(anyhow::Error::from)
             .and_then(|()| catalog.reload(config));
-        self.finish_reload(&catalog, result)
+        self.finish_reload(&catalog, result).await
     }
 
     /// Reload one plugin's `.wasm` from its file (the old version stays on error).
@@ -186,7 +186,7 @@ impl Gateway {
                 None,
             )
         });
-        self.finish_reload(&catalog, result)
+        self.finish_reload(&catalog, result).await
     }
 
     /// Reload the config file at `path` (what SIGHUP does).
@@ -209,12 +209,12 @@ impl Gateway {
         }
     }
 
-    fn finish_reload(
+    async fn finish_reload(
         &self,
         catalog: &Catalog,
         result: anyhow::Result<(ReloadReport, Option<crate::reload::BindingSet>)>,
     ) -> anyhow::Result<ReloadReport> {
-        self.reloader().finish(catalog, result)
+        self.reloader().finish(catalog, result).await
     }
 
     /// Where the status endpoints listen (useful with port 0).

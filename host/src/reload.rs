@@ -330,8 +330,9 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Record a reload's outcome in the status and hand a new binding set to the supervisor.
-    pub fn finish(
+    /// Record a reload's outcome in the status and hand a new binding set to
+    /// the supervisor, waiting until it has re-bound.
+    pub async fn finish(
         &self,
         catalog: &Catalog,
         result: anyhow::Result<(ReloadReport, Option<BindingSet>)>,
@@ -339,7 +340,12 @@ impl Reloader {
         match result {
             Ok((report, set)) => {
                 if let Some(set) = set {
-                    let _ = self.commands.send(Command::Rebind(set));
+                    let (done, applied) = tokio::sync::oneshot::channel();
+                    if self.commands.send(Command::Rebind(set, done)).is_ok() {
+                        // The supervisor may be reconnecting; it re-binds once connected.
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(30), applied).await;
+                    }
                 }
                 if !report.needs_restart.is_empty() {
                     tracing::warn!(sections = ?report.needs_restart, "these config sections changed but apply only after a restart");
@@ -367,7 +373,7 @@ impl Reloader {
         let result = Config::load(path)
             .map_err(anyhow::Error::from)
             .and_then(|c| catalog.reload(c));
-        self.finish(&catalog, result)
+        self.finish(&catalog, result).await
     }
 
     async fn on_change(&self, config_path: &std::path::Path, changed: &[PathBuf]) {
@@ -377,7 +383,7 @@ impl Reloader {
             let result = Config::load(config_path)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| catalog.reload(c));
-            let _ = self.finish(&catalog, result);
+            let _ = self.finish(&catalog, result).await;
             return;
         }
         let mut names: Vec<String> = changed.iter().flat_map(|p| catalog.plugins_at(p)).collect();
@@ -393,7 +399,7 @@ impl Reloader {
                     None,
                 )
             });
-            let _ = self.finish(&catalog, result);
+            let _ = self.finish(&catalog, result).await;
         }
     }
 }

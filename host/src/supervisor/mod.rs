@@ -128,8 +128,8 @@ struct Connection {
 /// What the embedding API asks of the supervisor.
 pub enum Command {
     /// A config reload changed the binding set: stop the current workers and
-    /// bind these instead, on the same connection.
-    Rebind(crate::reload::BindingSet),
+    /// bind these instead, on the same connection; then signal the sender.
+    Rebind(crate::reload::BindingSet, tokio::sync::oneshot::Sender<()>),
 }
 
 pub struct Supervisor {
@@ -200,7 +200,10 @@ impl Supervisor {
                 }
                 Some(command) = self.commands.recv() => {
                     match command {
-                        Command::Rebind(set) => self.rebind(&mut conn, set).await,
+                        Command::Rebind(set, done) => {
+                            self.rebind(&mut conn, set).await;
+                            let _ = done.send(());
+                        }
                     }
                     None
                 }

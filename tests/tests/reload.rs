@@ -27,8 +27,17 @@ async fn ask(nc: &async_nats::Client, subject: String, payload: &'static str) ->
     String::from_utf8_lossy(&reply.payload).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
+/// A gateway running a copy of the uppercase plugin from a temp folder, with
+/// its config file there too, watching both.
+struct Watched {
+    server: NatsServer,
+    dir: tempfile::TempDir,
+    wasm: std::path::PathBuf,
+    shutdown: CancellationToken,
+    gw: Gateway,
+}
+
+async fn watched_uppercase() -> Watched {
     init_logs();
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -40,11 +49,28 @@ async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
     config.plugins.push(p);
     let config_path = dir.path().join("wasmgate.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
     gw.ready(WAIT).await.unwrap();
     gw.watch(config_path).unwrap();
+    Watched {
+        server,
+        dir,
+        wasm,
+        shutdown,
+        gw,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
+    let Watched {
+        server,
+        dir: _dir,
+        wasm,
+        shutdown,
+        gw,
+    } = watched_uppercase().await;
     let nc = client(&server).await;
 
     // Keep the load going through the swap: before it, while the watcher
@@ -89,22 +115,13 @@ async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_new_version_is_refused_and_the_old_one_keeps_running() {
-    init_logs();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("plugin.wasm");
-    std::fs::copy(plugin_wasm("uppercase"), &wasm).unwrap();
-    let mut config = test_config(&[server.url()]);
-    let mut p = plugin("swap", "uppercase", &["in.>"], &[]);
-    p.path = wasm.clone();
-    config.plugins.push(p);
-    let config_path = dir.path().join("wasmgate.toml");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
-    gw.watch(config_path).unwrap();
+    let Watched {
+        server,
+        dir: _dir,
+        wasm,
+        shutdown,
+        gw,
+    } = watched_uppercase().await;
     let nc = client(&server).await;
     assert_eq!(ask(&nc, "in.1".into(), "abc").await, "ABC");
 

@@ -1,4 +1,4 @@
-//! The operator endpoints: `GET /status` (the reconnect status as JSON),
+//! The operator endpoints: `GET /metrics` (Prometheus), `GET /status` (the reconnect status as JSON),
 //! `GET /healthz` (200 while the process runs) and `GET /readyz` (200 only when
 //! connected and every binding is confirmed by the server, else 503).
 
@@ -14,7 +14,20 @@ use tokio_util::sync::CancellationToken;
 use crate::status::StatusHub;
 
 pub fn router(status: StatusHub) -> Router {
+    let registry = std::sync::Arc::new(crate::telemetry::registry(status.clone()));
     Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::telemetry::render(&registry),
+                )
+            }),
+        )
         .route("/status", get(status_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))

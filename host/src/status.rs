@@ -211,7 +211,7 @@ pub struct BindingSpec {
 }
 
 /// Where the status lives; cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
     counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,

@@ -1,6 +1,13 @@
-//! Logging set-up for the binary: `RUST_LOG`-style filters (default `info`),
-//! text or JSON lines on stderr.
+//! Telemetry: logging set-up for the binary (`RUST_LOG`-style filters,
+//! default `info`, text or JSON lines on stderr) and the Prometheus metrics
+//! behind `GET /metrics`.
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. `json` switches to one JSON object per line.
@@ -17,4 +24,198 @@ pub fn init(json: bool) {
     };
     // A subscriber set by an embedding program wins.
     let _ = result;
+}
+
+/// Prometheus metrics for `GET /metrics`, read from the status at scrape time
+/// so the hot path pays nothing beyond its atomic counters.
+#[derive(Debug)]
+struct StatusCollector(crate::status::StatusHub);
+
+type Labels = Vec<(String, String)>;
+
+fn gauge<N: Copy>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(Labels, N)],
+) -> std::fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in values {
+        ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(Labels, u64)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in values {
+        ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        use crate::status::{BindingState, ConnectionState as S};
+        let s = self.0.snapshot();
+        let none = Labels::new;
+        let states = [
+            S::Connecting,
+            S::Connected,
+            S::Degraded,
+            S::Disconnected,
+            S::Reconnecting,
+            S::Failed,
+            S::Draining,
+            S::Stopped,
+        ];
+        let state: Vec<(Labels, i64)> = states
+            .iter()
+            .map(|st| {
+                let labels = vec![("state".to_string(), st.as_str().to_string())];
+                (labels, i64::from(*st == s.state))
+            })
+            .collect();
+        gauge(
+            &mut e,
+            "wasmgate_connection_state",
+            "1 for the supervised connection's current state",
+            &state,
+        )?;
+        gauge(
+            &mut e,
+            "wasmgate_ready",
+            "1 when connected with every binding confirmed",
+            &[(none(), i64::from(s.ready))],
+        )?;
+        gauge(
+            &mut e,
+            "wasmgate_probe_failures",
+            "Consecutive failed health probes",
+            &[(none(), i64::from(s.consecutive_failures))],
+        )?;
+        gauge(
+            &mut e,
+            "wasmgate_reconnect_attempts",
+            "Attempts in the current reconnect",
+            &[(none(), i64::from(s.reconnect_attempts))],
+        )?;
+        if let Some(rtt) = s.last_probe_rtt_us {
+            gauge(
+                &mut e,
+                "wasmgate_probe_rtt_seconds",
+                "Round trip of the last health probe",
+                &[(none(), rtt as f64 / 1e6)],
+            )?;
+        }
+        counter(
+            &mut e,
+            "wasmgate_reconnects",
+            "Completed reconnects since start",
+            &[(none(), s.total_reconnects)],
+        )?;
+        counter(
+            &mut e,
+            "wasmgate_slow_consumer_events",
+            "Slow-consumer events (messages dropped by the client)",
+            &[(none(), s.slow_consumer_events)],
+        )?;
+        counter(
+            &mut e,
+            "wasmgate_config_reloads",
+            "Config or plugin reloads applied",
+            &[(none(), s.config_reloads)],
+        )?;
+
+        let plugins: Vec<(Labels, i64)> = s
+            .plugins
+            .iter()
+            .map(|p| {
+                (
+                    vec![("plugin".to_string(), p.name.clone())],
+                    p.version as i64,
+                )
+            })
+            .collect();
+        gauge(
+            &mut e,
+            "wasmgate_plugin_version",
+            "Version of each plugin (1 at start, +1 per hot swap)",
+            &plugins,
+        )?;
+
+        let binding = |b: &crate::status::BindingStatus| -> Labels {
+            vec![
+                ("plugin".to_string(), b.plugin.clone()),
+                ("subject".to_string(), b.subject.clone()),
+            ]
+        };
+        let bound: Vec<(Labels, i64)> = s
+            .bindings
+            .iter()
+            .map(|b| (binding(b), i64::from(b.state == BindingState::Bound)))
+            .collect();
+        gauge(
+            &mut e,
+            "wasmgate_binding_bound",
+            "1 when the binding is confirmed by the server",
+            &bound,
+        )?;
+        let mut messages = Vec::new();
+        for b in &s.bindings {
+            for (outcome, n) in [
+                ("handled", b.handled),
+                ("retried", b.retried),
+                ("rejected", b.rejected),
+                ("trapped", b.trapped),
+                ("dead_lettered", b.dead_lettered),
+                ("shed", b.shed),
+            ] {
+                let mut labels = binding(b);
+                labels.push(("outcome".to_string(), outcome.to_string()));
+                messages.push((labels, n));
+            }
+        }
+        counter(
+            &mut e,
+            "wasmgate_messages",
+            "Messages by binding and outcome",
+            &messages,
+        )?;
+        let failed: Vec<(Labels, u64)> = s
+            .bindings
+            .iter()
+            .map(|b| (binding(b), b.publish_failed))
+            .collect();
+        counter(
+            &mut e,
+            "wasmgate_publish_failures",
+            "Failed publishes, replies and acks",
+            &failed,
+        )?;
+        Ok(())
+    }
+}
+
+/// A registry whose only collector reads `status` at scrape time.
+pub fn registry(status: crate::status::StatusHub) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatusCollector(status)));
+    registry
+}
+
+/// The text exposition of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
 }

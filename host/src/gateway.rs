@@ -35,6 +35,7 @@ use crate::supervisor::{Binding, Callbacks, ReconnectEvent, Supervisor};
 /// A running gateway.
 pub struct Gateway {
     status: StatusHub,
+    plugins: Vec<Arc<Plugin>>,
     callbacks: Callbacks,
     current: watch::Receiver<Option<Client>>,
     http_addr: Option<SocketAddr>,
@@ -52,7 +53,7 @@ impl Gateway {
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
         config.validate("config")?;
         let runtime =
-            Runtime::new(config.runtime.epoch_tick).context("starting the WebAssembly runtime")?;
+            Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
 
         let mut plugins = Vec::with_capacity(config.plugins.len());
@@ -111,6 +112,7 @@ impl Gateway {
 
         Ok(Gateway {
             status,
+            plugins,
             callbacks,
             current,
             http_addr,
@@ -124,6 +126,11 @@ impl Gateway {
     /// The current status, with fresh counters.
     pub fn status(&self) -> Status {
         self.status.snapshot()
+    }
+
+    /// A loaded plugin by name: its publish counters and how it was compiled.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
     }
 
     /// A receiver that wakes on every status change (state, bindings, errors).

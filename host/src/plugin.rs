@@ -6,19 +6,23 @@
 //! component, does not export the `wasmgate:plugin` handler, or imports
 //! something the host does not provide.
 //!
+//! Compiling goes through the runtime's compile cache (see [`crate::cache`]);
+//! [`Plugin::cache_outcome`] says whether this load was a hit.
+//!
 //! A guest's own error (`retry`, `reject`) is an [`Outcome`]; a trap (panic,
-//! deadline, memory limit) is a [`CallError`]. They never mix. After a trap the
-//! instance is discarded and the next call gets a fresh one.
+//! deadline, memory limit, stack overflow) is a [`CallError`]. They never mix.
+//! After a trap the instance is discarded and the next call gets a fresh one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 
+use crate::cache::CacheOutcome;
 use crate::config::PluginConfig;
 use crate::runtime::bindings::{self, HandleError, Message, PluginPre};
 use crate::runtime::{HostState, Outgoing, PluginCounters, PluginShared, Runtime};
@@ -94,6 +98,7 @@ pub struct Plugin {
     path: PathBuf,
     timeout: Duration,
     memory: usize,
+    cache_outcome: CacheOutcome,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -128,7 +133,20 @@ impl Plugin {
                 }
             }
         })?;
-        let component = compile(runtime, &name, &path, &bytes)?;
+        let started = Instant::now();
+        let (component, cache_outcome) = compile(runtime, &name, &path, &bytes)?;
+        tracing::info!(
+            plugin = name.as_str(),
+            path = %path.display(),
+            cache = cache_outcome.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "{}",
+            if cache_outcome == CacheOutcome::Hit {
+                "plugin loaded from the compile cache"
+            } else {
+                "plugin compiled"
+            }
+        );
         let pre = link(runtime, &name, &path, &component)?;
         let shared = Arc::new(PluginShared {
             name,
@@ -147,7 +165,13 @@ impl Plugin {
             path,
             timeout: config.timeout,
             memory: config.memory.as_u64().min(usize::MAX as u64) as usize,
+            cache_outcome,
         })
+    }
+
+    /// Whether this load compiled the component or took it from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache_outcome
     }
 
     pub fn name(&self) -> &str {
@@ -198,7 +222,7 @@ fn compile(
     plugin: &str,
     path: &Path,
     bytes: &[u8],
-) -> Result<Component, LoadError> {
+) -> Result<(Component, CacheOutcome), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
         return Err(LoadError::NotWasm {
             plugin: plugin.to_string(),
@@ -212,7 +236,7 @@ fn compile(
             path: path.to_path_buf(),
         });
     }
-    Component::new(runtime.engine(), bytes).map_err(|e| LoadError::Invalid {
+    runtime.compile(bytes).map_err(|e| LoadError::Invalid {
         plugin: plugin.to_string(),
         path: path.to_path_buf(),
         reason: format!("{e:#}"),

@@ -9,6 +9,11 @@
 //! Compiling goes through the runtime's compile cache (see [`crate::cache`]);
 //! [`Plugin::cache_outcome`] says whether this load was a hit.
 //!
+//! Each instance gets the WASI capabilities of its `[plugin.wasi]` table and
+//! nothing else: clocks and random numbers always; the listed environment
+//! variables (read once, at load), read-only preopened directories, and the
+//! host's stdout/stderr only when granted. No arguments, stdin or network.
+//!
 //! A guest's own error (`retry`, `reject`) is an [`Outcome`]; a trap (panic,
 //! deadline, memory limit, stack overflow) is a [`CallError`]. They never mix.
 //! After a trap the instance is discarded and the next call gets a fresh one.
@@ -20,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::cache::CacheOutcome;
-use crate::config::PluginConfig;
+use crate::config::{PluginConfig, PreopenConfig};
 use crate::runtime::bindings::{self, HandleError, Message, PluginPre};
 use crate::runtime::{HostState, Outgoing, PluginCounters, PluginShared, Runtime};
 
@@ -66,6 +71,12 @@ pub enum LoadError {
         path: PathBuf,
         reason: String,
     },
+    #[error("plugin {plugin:?}: wasi.preopen {host}: cannot open: {reason}")]
+    Preopen {
+        plugin: String,
+        host: PathBuf,
+        reason: String,
+    },
 }
 
 /// What `handle` decided, as the guest said it.
@@ -98,7 +109,59 @@ pub struct Plugin {
     path: PathBuf,
     timeout: Duration,
     memory: usize,
+    grants: WasiGrants,
     cache_outcome: CacheOutcome,
+}
+
+/// What `[plugin.wasi]` grants, resolved at load time.
+#[derive(Debug, Clone, Default)]
+struct WasiGrants {
+    /// Names and values of the passed-through variables that are set.
+    env: Vec<(String, String)>,
+    preopen: Vec<PreopenConfig>,
+    inherit_stdout: bool,
+    inherit_stderr: bool,
+}
+
+impl WasiGrants {
+    fn resolve(plugin: &str, config: &crate::config::WasiConfig) -> WasiGrants {
+        let mut env = Vec::new();
+        for name in &config.env {
+            match std::env::var(name) {
+                Ok(value) => env.push((name.clone(), value)),
+                Err(e) => tracing::warn!(
+                    plugin,
+                    variable = name.as_str(),
+                    "wasi.env: not passed to the plugin: {e}"
+                ),
+            }
+        }
+        WasiGrants {
+            env,
+            preopen: config.preopen.clone(),
+            inherit_stdout: config.inherit_stdout,
+            inherit_stderr: config.inherit_stderr,
+        }
+    }
+
+    /// A WASI context with exactly these grants (plus clocks and random).
+    fn build(&self) -> Result<WasiCtx, (PathBuf, String)> {
+        let mut b = WasiCtx::builder();
+        for (name, value) in &self.env {
+            b.env(name, value);
+        }
+        for p in &self.preopen {
+            b.preopened_dir(&p.host, &p.guest, FsPerms::ReadOnly)
+                .map_err(|e| (p.host.clone(), format!("{e:#}")))?;
+        }
+        if self.inherit_stdout {
+            b.inherit_stdout();
+        }
+        if self.inherit_stderr {
+            b.inherit_stderr();
+        }
+        Ok(b.build())
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -148,6 +211,15 @@ impl Plugin {
             }
         );
         let pre = link(runtime, &name, &path, &component)?;
+        let grants = WasiGrants::resolve(&name, &config.wasi);
+        // Open the preopens once now, so a bad grant stops the load, not a message.
+        grants
+            .build()
+            .map_err(|(host, reason)| LoadError::Preopen {
+                plugin: name.clone(),
+                host,
+                reason,
+            })?;
         let shared = Arc::new(PluginShared {
             name,
             config: config
@@ -165,6 +237,7 @@ impl Plugin {
             path,
             timeout: config.timeout,
             memory: config.memory.as_u64().min(usize::MAX as u64) as usize,
+            grants,
             cache_outcome,
         })
     }
@@ -186,15 +259,17 @@ impl Plugin {
         &self.shared.counters
     }
 
-    /// A new instance: a store with its own memory limit and no WASI grants.
+    /// A new instance: a store with its own memory limit and the plugin's WASI grants.
     pub fn instantiate(self: &Arc<Self>) -> Result<Instance, CallError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.memory)
             .trap_on_grow_failure(true)
             .build();
+        let wasi = self.grants.build().map_err(|(host, reason)| {
+            CallError::Instantiate(format!("wasi.preopen {}: {reason}", host.display()))
+        })?;
         let state = HostState {
-            // Nothing granted: no args, env, preopens, network or stdio.
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: wasmtime::component::ResourceTable::new(),
             limits,
             plugin: self.shared.clone(),

@@ -203,7 +203,7 @@ impl Drop for NatsServer {
 }
 
 /// Build the guest plugins (once per test process) and return the path of one.
-/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `wrong-world`).
+/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `probe-wasi`, `wrong-world`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT

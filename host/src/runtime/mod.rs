@@ -1,7 +1,8 @@
 //! The WebAssembly runtime: one wasmtime [`Engine`] for the whole gateway, the
 //! [`Linker`] that gives plugins their imports (the `wasmgate:plugin` host
-//! interfaces plus WASI p2 granting nothing), the epoch ticker that enforces
-//! handler deadlines, the compile cache, and the per-store [`HostState`].
+//! interfaces plus WASI p2, granting only what each plugin's `[plugin.wasi]`
+//! lists), the epoch ticker that enforces handler deadlines, the compile
+//! cache, and the per-store [`HostState`].
 //!
 //! Calls are synchronous with an epoch deadline: a `handle` call costs a few
 //! hundred nanoseconds this way, against more for `call_async`, and the

@@ -17,10 +17,12 @@
 //! A guest's own error (`retry`, `reject`) is an [`Outcome`]; a trap (panic,
 //! deadline, memory limit, stack overflow) is a [`CallError`]. They never mix.
 //! After a trap the instance is discarded and the next call gets a fresh one.
+//! A reply larger than the server's max payload cannot be delivered, so it
+//! becomes a rejection (the requester gets an error reply instead of nothing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
@@ -228,6 +230,7 @@ impl Plugin {
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
             max_payload,
+            publish_allow: config.publish_allow.clone(),
             counters: PluginCounters::default(),
         });
         Ok(Plugin {
@@ -397,8 +400,18 @@ impl Instance {
             .call_handle(&mut self.store, msg);
         match result {
             Ok(result) => {
-                let outbox = std::mem::take(&mut self.store.data_mut().outbox);
+                let mut outbox = std::mem::take(&mut self.store.data_mut().outbox);
+                let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
                 let outcome = match result {
+                    Ok(Some(reply)) if msg.reply_to.is_some() && max > 0 && reply.len() > max => {
+                        // Undeliverable: reject, so nothing is published and
+                        // the requester hears why instead of timing out.
+                        outbox.clear();
+                        Outcome::Reject(format!(
+                            "reply of {} bytes is larger than the server's max_payload of {max} bytes",
+                            reply.len()
+                        ))
+                    }
                     Ok(reply) => Outcome::Ok(reply),
                     Err(HandleError::Retry(reason)) => Outcome::Retry(reason),
                     Err(HandleError::Reject(reason)) => Outcome::Reject(reason),

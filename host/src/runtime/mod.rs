@@ -36,10 +36,13 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
 }
 
-/// Counters a plugin's host functions update; read into `/status`.
+/// Counters a plugin's host functions update.
 #[derive(Debug, Default)]
 pub struct PluginCounters {
+    /// Publishes the host refused, for any reason (including `forbidden`).
     pub publish_refused: AtomicU64,
+    /// Publishes refused because `publish_allow` does not match the subject.
+    pub publish_forbidden: AtomicU64,
 }
 
 /// What every store of one plugin shares.
@@ -49,7 +52,18 @@ pub struct PluginShared {
     pub config: BTreeMap<String, String>,
     /// The server's max_payload; 0 until connected (then not checked here).
     pub max_payload: Arc<AtomicUsize>,
+    /// Subject patterns the plugin may publish to (`publish_allow`).
+    pub publish_allow: Vec<String>,
     pub counters: PluginCounters,
+}
+
+impl PluginShared {
+    /// Whether `publish_allow` lets the plugin publish to `subject`.
+    pub fn may_publish(&self, subject: &str) -> bool {
+        self.publish_allow
+            .iter()
+            .any(|pattern| crate::subject::matches(pattern, subject))
+    }
 }
 
 /// The data of one store (one plugin instance).

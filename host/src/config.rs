@@ -3,8 +3,9 @@
 //! and a validation pass that runs before anything connects or loads.
 //!
 //! Durations are human strings (`"250ms"`, `"2s"`), sizes are human strings
-//! (`"64MiB"`). Relative plugin paths are resolved against the config file's
-//! folder, so a config works from any working directory.
+//! (`"64MiB"`). Relative paths (plugins, preopened directories, the compile
+//! cache) are resolved against the config file's folder, so a config works
+//! from any working directory.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -201,6 +202,9 @@ pub struct RuntimeConfig {
     /// With `overload = "shed"`: how long a batch may wait for a slot.
     #[serde(with = "humantime_serde")]
     pub admission_wait: Duration,
+    /// Folder for compiled components, so that a restart does not compile
+    /// them again; an empty path turns the cache off.
+    pub cache_dir: PathBuf,
 }
 
 impl Default for RuntimeConfig {
@@ -210,6 +214,7 @@ impl Default for RuntimeConfig {
             max_concurrent_calls: 0,
             overload: Overload::Wait,
             admission_wait: Duration::from_millis(100),
+            cache_dir: default_cache_dir(),
         }
     }
 }
@@ -225,6 +230,29 @@ pub enum Overload {
     /// requester gets an `overloaded` error reply), JetStream messages are
     /// nak'd with their backoff delay. Counted as `shed`.
     Shed,
+}
+
+impl RuntimeConfig {
+    /// The compile cache folder, or `None` when the cache is off.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        (!self.cache_dir.as_os_str().is_empty()).then_some(self.cache_dir.as_path())
+    }
+}
+
+/// `$XDG_CACHE_HOME/wasmgate`, else `$HOME/.cache/wasmgate`, else off (empty).
+fn default_cache_dir() -> PathBuf {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
+        xdg.join("wasmgate")
+    } else if let Some(home) = absolute("HOME") {
+        home.join(".cache").join("wasmgate")
+    } else {
+        PathBuf::new()
+    }
 }
 
 /// A scalar plugin config value; handed to the guest as a string.
@@ -269,8 +297,33 @@ pub struct PluginConfig {
     /// instance. 1 keeps a binding's messages in order.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Subject patterns (NATS wildcards) the plugin may publish to; any other
+    /// publish is refused with `publish-error::forbidden`. `[">"]` allows
+    /// every subject, `[]` none.
+    #[serde(default = "default_publish_allow")]
+    pub publish_allow: Vec<String>,
+    /// What the plugin may see of the host through WASI; nothing by default.
+    #[serde(default, skip_serializing_if = "WasiConfig::is_empty")]
+    pub wasi: WasiConfig,
     #[serde(rename = "binding", default)]
     pub bindings: Vec<BindingConfig>,
+}
+
+impl PluginConfig {
+    /// A plugin table with every optional key at its default and no bindings.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> PluginConfig {
+        PluginConfig {
+            name: name.into(),
+            path: path.into(),
+            config: BTreeMap::new(),
+            timeout: default_plugin_timeout(),
+            memory: default_plugin_memory(),
+            concurrency: default_concurrency(),
+            publish_allow: default_publish_allow(),
+            wasi: WasiConfig::default(),
+            bindings: Vec::new(),
+        }
+    }
 }
 
 fn default_plugin_timeout() -> Duration {
@@ -283,6 +336,46 @@ fn default_concurrency() -> usize {
 
 fn default_plugin_memory() -> ByteSize {
     ByteSize::mib(64)
+}
+
+fn default_publish_allow() -> Vec<String> {
+    vec![">".into()]
+}
+
+/// `[plugin.wasi]`: WASI capabilities granted to one plugin. Without this
+/// table a plugin gets clocks and random numbers only: no environment, no
+/// files, no network, and its stdout/stderr go nowhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasiConfig {
+    /// Host environment variables passed through, by name (the values are
+    /// read when the plugin loads; an unset variable stays unset).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Host directories the plugin may read, each at a guest path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preopen: Vec<PreopenConfig>,
+    /// The guest's stdout goes to the gateway's stdout.
+    pub inherit_stdout: bool,
+    /// The guest's stderr goes to the gateway's stderr.
+    pub inherit_stderr: bool,
+}
+
+impl WasiConfig {
+    /// Nothing granted.
+    pub fn is_empty(&self) -> bool {
+        *self == WasiConfig::default()
+    }
+}
+
+/// One read-only directory grant: `{ host = "path", guest = "/data" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreopenConfig {
+    /// The directory on the host; relative paths are relative to the config file.
+    pub host: PathBuf,
+    /// Where the plugin sees it: an absolute guest path such as `/data`.
+    pub guest: String,
 }
 
 /// A size as a human string (`"64MiB"`, `"1 GB"`) or a number of bytes.
@@ -471,18 +564,33 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let mut config = Config::parse(&text, &shown)?;
+        let mut config = Config::parse_unchecked(&text, &shown)?;
         let base = path.parent().unwrap_or(Path::new(""));
+        let resolve = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.runtime.cache_dir);
         for plugin in &mut config.plugins {
-            if plugin.path.is_relative() {
-                plugin.path = base.join(&plugin.path);
+            resolve(&mut plugin.path);
+            for preopen in &mut plugin.wasi.preopen {
+                resolve(&mut preopen.host);
             }
         }
+        config.validate(&shown)?;
         Ok(config)
     }
 
-    /// Parse and validate TOML text; `origin` names it in errors.
+    /// Parse and validate TOML text; `origin` names it in errors. Relative
+    /// paths stay relative to the working directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse_unchecked(text, origin)?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn parse_unchecked(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let parse_error = |key: String, e: toml::de::Error| {
             let message = e.to_string().trim_end().to_string();
             ConfigError::Parse {
@@ -499,7 +607,6 @@ impl Config {
             let key = e.path().to_string();
             parse_error(key, e.into_inner())
         })?;
-        config.validate(origin)?;
         Ok(config)
     }
 
@@ -622,6 +729,14 @@ impl Config {
                 "must be greater than zero with overload = \"shed\"".into(),
             );
         }
+        if let Some(dir) = self.runtime.cache_dir() {
+            if dir.exists() && !dir.is_dir() {
+                bad(
+                    "runtime.cache_dir",
+                    format!("{} exists and is not a directory", dir.display()),
+                );
+            }
+        }
 
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
@@ -664,6 +779,12 @@ impl Config {
                     format!("{} must be between 1 and 256", p.concurrency),
                 );
             }
+            for (j, pattern) in p.publish_allow.iter().enumerate() {
+                if let Err(e) = subject::validate_filter(pattern) {
+                    bad(&format!("{at}.publish_allow[{j}]"), e.to_string());
+                }
+            }
+            validate_wasi(&p.wasi, &format!("{at}.wasi"), &mut bad);
             if p.bindings.is_empty() {
                 bad(
                     &format!("{at}.binding"),
@@ -738,6 +859,60 @@ impl Config {
     }
 }
 
+/// `[plugin.wasi]`: well-formed, unique variable names; existing host
+/// directories at unique, absolute guest paths.
+fn validate_wasi(w: &WasiConfig, at: &str, bad: &mut impl FnMut(&str, String)) {
+    let mut names = std::collections::HashSet::new();
+    for (i, name) in w.env.iter().enumerate() {
+        let key = format!("{at}.env[{i}]");
+        if name.is_empty() || name.contains(['=', '\0']) {
+            bad(
+                &key,
+                format!("{name:?} is not an environment variable name (empty, '=' or NUL)"),
+            );
+        } else if !names.insert(name.as_str()) {
+            bad(&key, format!("{name:?} is listed twice"));
+        }
+    }
+    let mut guests = std::collections::HashSet::new();
+    for (i, p) in w.preopen.iter().enumerate() {
+        let key = format!("{at}.preopen[{i}]");
+        if p.host.as_os_str().is_empty() {
+            bad(&format!("{key}.host"), "is empty".into());
+        } else if !p.host.exists() {
+            bad(
+                &format!("{key}.host"),
+                format!("{}: no such directory", p.host.display()),
+            );
+        } else if !p.host.is_dir() {
+            bad(
+                &format!("{key}.host"),
+                format!("{} is not a directory", p.host.display()),
+            );
+        }
+        let guest = p.guest.as_str();
+        if !guest.starts_with('/')
+            || guest
+                .split('/')
+                .skip(1)
+                .any(|c| c == "." || c == ".." || (c.is_empty() && guest != "/"))
+            || guest.contains('\0')
+        {
+            bad(
+                &format!("{key}.guest"),
+                format!(
+                    "{guest:?} must be an absolute guest path like \"/data\" (no empty, '.' or '..' parts)"
+                ),
+            );
+        } else if !guests.insert(guest) {
+            bad(
+                &format!("{key}.guest"),
+                format!("{guest:?} is used by another preopen"),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,6 +934,92 @@ mod tests {
         let c = Config::parse("[health]\ninterval = \"250ms\"\ntimeout = \"1m\"\n", "t").unwrap();
         assert_eq!(c.health.interval, Duration::from_millis(250));
         assert_eq!(c.health.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn sandbox_keys_default_to_nothing_granted_and_publishing_anywhere() {
+        let c = Config::parse(
+            "[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n[[plugin.binding]]\nsubject = \"in\"\n",
+            "t",
+        )
+        .unwrap();
+        let p = &c.plugins[0];
+        assert_eq!(p.publish_allow, [">"]);
+        assert!(p.wasi.is_empty());
+        assert_eq!(*p, {
+            let mut d = PluginConfig::new("p", "p.wasm");
+            d.bindings = p.bindings.clone();
+            d
+        });
+    }
+
+    #[test]
+    fn sandbox_keys_parse() {
+        let c = Config::parse(
+            r#"
+            [runtime]
+            cache_dir = ""
+
+            [[plugin]]
+            name = "p"
+            path = "p.wasm"
+            publish_allow = ["out.>", "audit.*"]
+
+            [plugin.wasi]
+            env = ["HOME", "LANG"]
+            preopen = [{ host = ".", guest = "/data" }]
+            inherit_stderr = true
+
+            [[plugin.binding]]
+            subject = "in"
+            "#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.runtime.cache_dir(),
+            None,
+            "an empty cache_dir turns it off"
+        );
+        let p = &c.plugins[0];
+        assert_eq!(p.publish_allow, ["out.>", "audit.*"]);
+        assert_eq!(
+            p.wasi,
+            WasiConfig {
+                env: vec!["HOME".into(), "LANG".into()],
+                preopen: vec![PreopenConfig {
+                    host: ".".into(),
+                    guest: "/data".into()
+                }],
+                inherit_stdout: false,
+                inherit_stderr: true,
+            }
+        );
+    }
+
+    #[test]
+    fn load_resolves_cache_and_preopen_paths_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(
+            &file,
+            "[runtime]\ncache_dir = \"cache\"\n[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n\
+             [plugin.wasi]\npreopen = [{ host = \"data\", guest = \"/data\" }]\n\
+             [[plugin.binding]]\nsubject = \"in\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(
+            c.runtime.cache_dir(),
+            Some(dir.path().join("cache").as_path())
+        );
+        assert_eq!(c.plugins[0].wasi.preopen[0].host, dir.path().join("data"));
+        // Checked after resolving: from another working directory, `data`
+        // would not exist.
+        std::fs::remove_dir(dir.path().join("data")).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains("plugin[0] (p).wasi.preopen[0].host"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::plugin::Plugin;
 use crate::reload::{Catalog, ReloadReport};
 use crate::runtime::Runtime;
 use crate::status::{Status, StatusHub};
@@ -54,7 +55,7 @@ impl Gateway {
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
         config.validate("config")?;
         let runtime =
-            Runtime::new(config.runtime.epoch_tick).context("starting the WebAssembly runtime")?;
+            Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
         let (catalog, set) = Catalog::load(runtime, max_payload.clone(), config.clone())?;
         let status = StatusHub::new(
@@ -110,6 +111,11 @@ impl Gateway {
     /// The current status, with fresh counters.
     pub fn status(&self) -> Status {
         self.status.snapshot()
+    }
+
+    /// The running version of a plugin: its publish counters and how it was compiled.
+    pub async fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.catalog.lock().await.plugin(name)
     }
 
     /// A receiver that wakes on every status change (state, bindings, errors).

@@ -7,11 +7,13 @@
 //!   reconnects, re-binding, callbacks (its docs hold the state machine).
 //! - [`health`]: the round-trip probe. [`backoff`]: the policy and retry loop.
 //! - [`runtime`] and [`plugin`]: wasmtime, the WIT host interfaces, loading
-//!   and checking components, instances. [`dispatch`]: the per-message path.
+//!   and checking components, instances; [`cache`]: compiled components on
+//!   disk. [`dispatch`]: the per-message path.
 //! - [`status`] and [`http`]: what operators and embedders see.
 //! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
 
 pub mod backoff;
+pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

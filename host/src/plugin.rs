@@ -6,20 +6,31 @@
 //! component, does not export the `wasmgate:plugin` handler, or imports
 //! something the host does not provide.
 //!
+//! Compiling goes through the runtime's compile cache (see [`crate::cache`]);
+//! [`Plugin::cache_outcome`] says whether this load was a hit.
+//!
+//! Each instance gets the WASI capabilities of its `[plugin.wasi]` table and
+//! nothing else: clocks and random numbers always; the listed environment
+//! variables (read once, at load), read-only preopened directories, and the
+//! host's stdout/stderr only when granted. No arguments, stdin or network.
+//!
 //! A guest's own error (`retry`, `reject`) is an [`Outcome`]; a trap (panic,
-//! deadline, memory limit) is a [`CallError`]. They never mix. After a trap the
-//! instance is discarded and the next call gets a fresh one.
+//! deadline, memory limit, stack overflow) is a [`CallError`]. They never mix.
+//! After a trap the instance is discarded and the next call gets a fresh one.
+//! A reply larger than the server's max payload cannot be delivered, so it
+//! becomes a rejection (the requester gets an error reply instead of nothing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
-use crate::config::PluginConfig;
+use crate::cache::CacheOutcome;
+use crate::config::{PluginConfig, PreopenConfig};
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::runtime::bindings::{self, HandleError, Message, PluginPre};
 use crate::runtime::{HostState, Outgoing, PluginCounters, PluginShared, Runtime};
@@ -61,6 +72,12 @@ pub enum LoadError {
     Link {
         plugin: String,
         path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin {plugin:?}: wasi.preopen {host}: cannot open: {reason}")]
+    Preopen {
+        plugin: String,
+        host: PathBuf,
         reason: String,
     },
 }
@@ -105,6 +122,59 @@ pub struct Plugin {
     path: PathBuf,
     timeout: Duration,
     memory: usize,
+    grants: WasiGrants,
+    cache_outcome: CacheOutcome,
+}
+
+/// What `[plugin.wasi]` grants, resolved at load time.
+#[derive(Debug, Clone, Default)]
+struct WasiGrants {
+    /// Names and values of the passed-through variables that are set.
+    env: Vec<(String, String)>,
+    preopen: Vec<PreopenConfig>,
+    inherit_stdout: bool,
+    inherit_stderr: bool,
+}
+
+impl WasiGrants {
+    fn resolve(plugin: &str, config: &crate::config::WasiConfig) -> WasiGrants {
+        let mut env = Vec::new();
+        for name in &config.env {
+            match std::env::var(name) {
+                Ok(value) => env.push((name.clone(), value)),
+                Err(e) => tracing::warn!(
+                    plugin,
+                    variable = name.as_str(),
+                    "wasi.env: not passed to the plugin: {e}"
+                ),
+            }
+        }
+        WasiGrants {
+            env,
+            preopen: config.preopen.clone(),
+            inherit_stdout: config.inherit_stdout,
+            inherit_stderr: config.inherit_stderr,
+        }
+    }
+
+    /// A WASI context with exactly these grants (plus clocks and random).
+    fn build(&self) -> Result<WasiCtx, (PathBuf, String)> {
+        let mut b = WasiCtx::builder();
+        for (name, value) in &self.env {
+            b.env(name, value);
+        }
+        for p in &self.preopen {
+            b.preopened_dir(&p.host, &p.guest, FsPerms::ReadOnly)
+                .map_err(|e| (p.host.clone(), format!("{e:#}")))?;
+        }
+        if self.inherit_stdout {
+            b.inherit_stdout();
+        }
+        if self.inherit_stderr {
+            b.inherit_stderr();
+        }
+        Ok(b.build())
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -139,8 +209,30 @@ impl Plugin {
                 }
             }
         })?;
-        let component = compile(runtime, &name, &path, &bytes)?;
+        let started = Instant::now();
+        let (component, cache_outcome) = compile(runtime, &name, &path, &bytes)?;
+        tracing::info!(
+            plugin = name.as_str(),
+            path = %path.display(),
+            cache = cache_outcome.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "{}",
+            if cache_outcome == CacheOutcome::Hit {
+                "plugin loaded from the compile cache"
+            } else {
+                "plugin compiled"
+            }
+        );
         let pre = link(runtime, &name, &path, &component)?;
+        let grants = WasiGrants::resolve(&name, &config.wasi);
+        // Open the preopens once now, so a bad grant stops the load, not a message.
+        grants
+            .build()
+            .map_err(|(host, reason)| LoadError::Preopen {
+                plugin: name.clone(),
+                host,
+                reason,
+            })?;
         let shared = Arc::new(PluginShared {
             name,
             config: config
@@ -149,6 +241,7 @@ impl Plugin {
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
             max_payload,
+            publish_allow: config.publish_allow.clone(),
             counters: PluginCounters::default(),
         });
         Ok(Plugin {
@@ -158,7 +251,14 @@ impl Plugin {
             path,
             timeout: config.timeout,
             memory: config.memory.as_u64().min(usize::MAX as u64) as usize,
+            grants,
+            cache_outcome,
         })
+    }
+
+    /// Whether this load compiled the component or took it from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache_outcome
     }
 
     pub fn name(&self) -> &str {
@@ -178,15 +278,17 @@ impl Plugin {
         &self.shared.counters
     }
 
-    /// A new instance: a store with its own memory limit and no WASI grants.
+    /// A new instance: a store with its own memory limit and the plugin's WASI grants.
     pub fn instantiate(self: &Arc<Self>) -> Result<Instance, CallError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.memory)
             .trap_on_grow_failure(true)
             .build();
+        let wasi = self.grants.build().map_err(|(host, reason)| {
+            CallError::Instantiate(format!("wasi.preopen {}: {reason}", host.display()))
+        })?;
         let state = HostState {
-            // Nothing granted: no args, env, preopens, network or stdio.
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: wasmtime::component::ResourceTable::new(),
             limits,
             plugin: self.shared.clone(),
@@ -215,7 +317,7 @@ fn compile(
     plugin: &str,
     path: &Path,
     bytes: &[u8],
-) -> Result<Component, LoadError> {
+) -> Result<(Component, CacheOutcome), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
         return Err(LoadError::NotWasm {
             plugin: plugin.to_string(),
@@ -229,7 +331,7 @@ fn compile(
             path: path.to_path_buf(),
         });
     }
-    Component::new(runtime.engine(), bytes).map_err(|e| LoadError::Invalid {
+    runtime.compile(bytes).map_err(|e| LoadError::Invalid {
         plugin: plugin.to_string(),
         path: path.to_path_buf(),
         reason: format!("{e:#}"),
@@ -330,8 +432,18 @@ impl Instance {
             .call_handle(&mut self.store, msg);
         match result {
             Ok(result) => {
-                let outbox = std::mem::take(&mut self.store.data_mut().outbox);
+                let mut outbox = std::mem::take(&mut self.store.data_mut().outbox);
+                let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
                 let outcome = match result {
+                    Ok(Some(reply)) if msg.reply_to.is_some() && max > 0 && reply.len() > max => {
+                        // Undeliverable: reject, so nothing is published and
+                        // the requester hears why instead of timing out.
+                        outbox.clear();
+                        Outcome::Reject(format!(
+                            "reply of {} bytes is larger than the server's max_payload of {max} bytes",
+                            reply.len()
+                        ))
+                    }
                     Ok(reply) => Outcome::Ok(reply),
                     Err(HandleError::Retry(reason)) => Outcome::Retry(reason),
                     Err(HandleError::Reject(reason)) => Outcome::Reject(reason),

@@ -168,6 +168,11 @@ impl Catalog {
             .collect()
     }
 
+    /// The running version of a plugin.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.get(name).map(|l| l.slot.current().0)
+    }
+
     /// Plugin names whose component lives at `path`.
     pub fn plugins_at(&self, path: &std::path::Path) -> Vec<String> {
         self.plugins

@@ -203,7 +203,7 @@ impl Drop for NatsServer {
 }
 
 /// Build the guest plugins (once per test process) and return the path of one.
-/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `wrong-world`).
+/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `sleepy`, `probe-wasi`, `wrong-world`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
@@ -237,7 +237,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
 }
 
 /// A config for tests: the given servers, fast health checks and backoff, HTTP
-/// on a free loopback port, and no plugins yet.
+/// on a free loopback port, no compile cache (tests that need one set
+/// `runtime.cache_dir` to a temporary folder), and no plugins yet.
 pub fn test_config(servers: &[String]) -> Config {
     let mut c = Config::default();
     c.nats.servers = servers.to_vec();
@@ -249,14 +250,13 @@ pub fn test_config(servers: &[String]) -> Config {
     c.reconnect.failure_threshold = 3;
     c.reconnect.max_attempts = 0;
     c.http.listen = "127.0.0.1:0".into();
+    c.runtime.cache_dir = PathBuf::new();
     c
 }
 
 /// A plugin table with one binding per subject.
 pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]) -> PluginConfig {
     PluginConfig {
-        name: name.into(),
-        path: plugin_wasm(wasm),
         config: config
             .iter()
             .map(|(k, v)| {
@@ -267,8 +267,7 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
             })
             .collect(),
         timeout: Duration::from_secs(2),
-        memory: bytesize_mib(64),
-        concurrency: 1,
+        memory: wasmgate::config::ByteSize::mib(64),
         bindings: subjects
             .iter()
             .map(|s| BindingConfig {
@@ -277,11 +276,8 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
                 jetstream: None,
             })
             .collect(),
+        ..PluginConfig::new(name, plugin_wasm(wasm))
     }
-}
-
-fn bytesize_mib(n: u64) -> wasmgate::config::ByteSize {
-    wasmgate::config::ByteSize::mib(n)
 }
 
 /// GET a path on the gateway's HTTP address: status code and body as JSON (or `null`).

@@ -1,7 +1,8 @@
 //! The WebAssembly runtime: one wasmtime [`Engine`] for the whole gateway, the
 //! [`Linker`] that gives plugins their imports (the `wasmgate:plugin` host
-//! interfaces plus WASI p2 granting nothing), the epoch ticker that enforces
-//! handler deadlines, and the per-store [`HostState`].
+//! interfaces plus WASI p2, granting only what each plugin's `[plugin.wasi]`
+//! lists), the epoch ticker that enforces handler deadlines, the compile
+//! cache, and the per-store [`HostState`].
 //!
 //! Calls are synchronous with an epoch deadline: a `handle` call costs a few
 //! hundred nanoseconds this way, against more for `call_async`, and the
@@ -11,14 +12,18 @@ pub mod bindings;
 mod host;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use bytes::Bytes;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::cache::{CacheOutcome, CompileCache};
+use crate::config::RuntimeConfig;
 
 /// A plugin may publish at most this many messages from one `handle` call.
 pub const MAX_PUBLISHES_PER_CALL: usize = 1024;
@@ -31,10 +36,13 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
 }
 
-/// Counters a plugin's host functions update; read into `/status`.
+/// Counters a plugin's host functions update.
 #[derive(Debug, Default)]
 pub struct PluginCounters {
+    /// Publishes the host refused, for any reason (including `forbidden`).
     pub publish_refused: AtomicU64,
+    /// Publishes refused because `publish_allow` does not match the subject.
+    pub publish_forbidden: AtomicU64,
 }
 
 /// What every store of one plugin shares.
@@ -44,7 +52,18 @@ pub struct PluginShared {
     pub config: BTreeMap<String, String>,
     /// The server's max_payload; 0 until connected (then not checked here).
     pub max_payload: Arc<AtomicUsize>,
+    /// Subject patterns the plugin may publish to (`publish_allow`).
+    pub publish_allow: Vec<String>,
     pub counters: PluginCounters,
+}
+
+impl PluginShared {
+    /// Whether `publish_allow` lets the plugin publish to `subject`.
+    pub fn may_publish(&self, subject: &str) -> bool {
+        self.publish_allow
+            .iter()
+            .any(|pattern| crate::subject::matches(pattern, subject))
+    }
 }
 
 /// The data of one store (one plugin instance).
@@ -75,6 +94,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     epoch_tick: Duration,
+    cache: Option<Arc<CompileCache>>,
 }
 
 impl Runtime {
@@ -105,7 +125,48 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             epoch_tick,
+            cache: None,
         })
+    }
+
+    /// [`Runtime::new`] with the `[runtime]` settings, including the compile
+    /// cache. A cache folder that cannot be created is logged and the cache
+    /// left off: it saves time, it is never needed.
+    pub fn from_config(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
+        let mut runtime = Runtime::new(config.epoch_tick)?;
+        if let Some(dir) = config.cache_dir() {
+            runtime.use_cache_dir(dir);
+        }
+        Ok(runtime)
+    }
+
+    /// Cache compiled components under `dir` (see [`crate::cache`]).
+    pub fn use_cache_dir(&mut self, dir: &Path) {
+        match CompileCache::open(dir, &self.engine) {
+            Ok(cache) => {
+                tracing::debug!(dir = %cache.dir().display(), "compile cache");
+                self.cache = Some(Arc::new(cache));
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "compile cache off: cannot create its folder");
+                self.cache = None;
+            }
+        }
+    }
+
+    /// The compile cache, when there is one.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_deref()
+    }
+
+    /// Compile a component, or load it from the cache.
+    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
+        match &self.cache {
+            Some(cache) => {
+                cache.load_or_compile(&self.engine, wasm, || Component::new(&self.engine, wasm))
+            }
+            None => Ok((Component::new(&self.engine, wasm)?, CacheOutcome::Disabled)),
+        }
     }
 
     pub fn engine(&self) -> &Engine {

@@ -1,6 +1,7 @@
-//! `wasmgate:plugin/publisher`: publishes are checked here, at once, and held
-//! in the call's outbox; the dispatcher sends them in order only after
-//! `handle` returns `ok` (see `wit/publisher.wit`).
+//! `wasmgate:plugin/publisher`: publishes are checked here, at once (subject
+//! syntax, the plugin's `publish_allow`, the server's max payload, the
+//! per-call limit), and held in the call's outbox; the dispatcher sends them
+//! in order only after `handle` returns `ok` (see `wit/publisher.wit`).
 
 use std::sync::atomic::Ordering;
 
@@ -22,6 +23,17 @@ impl Host for HostState {
                 .publish_refused
                 .fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::InvalidSubject(e.to_string()));
+        }
+        if !self.plugin.may_publish(&subject) {
+            let counters = &self.plugin.counters;
+            counters.publish_refused.fetch_add(1, Ordering::Relaxed);
+            counters.publish_forbidden.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                plugin = self.plugin.name.as_str(),
+                %subject,
+                "publish refused: not in publish_allow"
+            );
+            return Err(PublishError::Forbidden(subject));
         }
         let max = self.plugin.max_payload.load(Ordering::Relaxed);
         let size = payload.len()

@@ -62,7 +62,7 @@ impl Gateway {
             &set.specs,
             set.bindings.iter().map(|b| b.counters.clone()).collect(),
         );
-        status.update(|s| s.plugins = catalog.plugin_statuses());
+        status.set_plugins(catalog.slots());
         let bindings = set.bindings;
 
         let http_stop = CancellationToken::new();

@@ -22,10 +22,11 @@ use crate::config::{BindingConfig, Config, PluginConfig};
 use crate::jetstream::JsBinding;
 use crate::plugin::Plugin;
 use crate::runtime::Runtime;
-use crate::status::{BindingCounters, BindingSpec, PluginStatus, StatusHub};
+use crate::status::{BindingCounters, BindingSpec, StatusHub};
 use crate::supervisor::{Binding, Command};
 
 /// The current version of one plugin.
+#[derive(Debug)]
 pub struct PluginSlot {
     current: RwLock<Arc<Plugin>>,
     version: AtomicU64,
@@ -156,16 +157,9 @@ impl Catalog {
         &self.config
     }
 
-    /// The plugins as the status shows them.
-    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
-        self.plugins
-            .iter()
-            .map(|(name, l)| PluginStatus {
-                name: name.clone(),
-                path: l.config.path.display().to_string(),
-                version: l.slot.version(),
-            })
-            .collect()
+    /// Every plugin's slot, for the status.
+    pub fn slots(&self) -> Vec<Arc<PluginSlot>> {
+        self.plugins.values().map(|l| l.slot.clone()).collect()
     }
 
     /// The running version of a plugin.
@@ -356,10 +350,10 @@ impl Reloader {
                     tracing::warn!(sections = ?report.needs_restart, "these config sections changed but apply only after a restart");
                 }
                 tracing::info!(?report, "reload applied");
+                self.status.set_plugins(catalog.slots());
                 self.status.update(|s| {
                     s.config_reloads += 1;
                     s.last_reload_error = None;
-                    s.plugins = catalog.plugin_statuses();
                 });
                 Ok(report)
             }

@@ -151,7 +151,12 @@ pub struct Status {
 pub struct PluginStatus {
     pub name: String,
     pub path: String,
+    /// 1 at start, +1 per hot swap.
     pub version: u64,
+    /// Publishes the host refused since this version was loaded (any reason).
+    pub publish_refused: u64,
+    /// Of those, refused by `publish_allow`.
+    pub publish_forbidden: u64,
 }
 
 fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
@@ -215,6 +220,7 @@ pub struct BindingSpec {
 pub struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
     counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,
+    plugins: Arc<RwLock<Vec<Arc<crate::reload::PluginSlot>>>>,
 }
 
 impl StatusHub {
@@ -240,7 +246,34 @@ impl StatusHub {
         StatusHub {
             tx: Arc::new(tx),
             counters: Arc::new(RwLock::new(counters)),
+            plugins: Arc::default(),
         }
+    }
+
+    /// The plugins the status shows (at start and after a reload).
+    pub fn set_plugins(&self, slots: Vec<Arc<crate::reload::PluginSlot>>) {
+        *self.plugins.write().expect("status plugins lock") = slots;
+        let plugins = self.plugin_statuses();
+        self.update(|s| s.plugins = plugins);
+    }
+
+    fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.plugins
+            .read()
+            .expect("status plugins lock")
+            .iter()
+            .map(|slot| {
+                let (plugin, version) = slot.current();
+                let c = plugin.counters();
+                PluginStatus {
+                    name: plugin.name().to_string(),
+                    path: plugin.path().display().to_string(),
+                    version,
+                    publish_refused: c.publish_refused.load(Ordering::Relaxed),
+                    publish_forbidden: c.publish_forbidden.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// A new binding set (after a config reload): all pending, with these counters.
@@ -252,6 +285,7 @@ impl StatusHub {
     /// The current status with fresh counters.
     pub fn snapshot(&self) -> Status {
         let mut status = self.tx.borrow().clone();
+        status.plugins = self.plugin_statuses();
         let counters = self.counters.read().expect("status counters lock");
         for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
             b.handled = c.handled.load(Ordering::Relaxed);

@@ -293,6 +293,14 @@ async fn a_forbidden_publish_is_refused_counted_and_not_sent() {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(load(&counters.publish_forbidden), 2);
     assert_eq!(load(&counters.publish_refused), 2);
+    // Operators see the same in /status.
+    let shown =
+        f.gw.status()
+            .plugins
+            .into_iter()
+            .find(|p| p.name == "faulty")
+            .unwrap();
+    assert_eq!((shown.publish_forbidden, shown.publish_refused), (2, 2));
     let b = f.faulty();
     assert_eq!((b.rejected, b.handled, b.trapped), (1, 1, 0));
     f.finish().await;

@@ -10,8 +10,10 @@
 //!   and checking components, instances. [`dispatch`]: the per-message path.
 //! - [`status`] and [`http`]: what operators and embedders see.
 //! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
+//! - [`cli`]: the `wasmgate` command line (`run`, `config`, `invoke`, `check`).
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

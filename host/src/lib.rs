@@ -11,9 +11,11 @@
 //!   disk. [`dispatch`]: the per-message path.
 //! - [`status`] and [`http`]: what operators and embedders see.
 //! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
+//! - [`cli`]: the `wasmgate` command line (`run`, `config`, `invoke`, `check`).
 
 pub mod backoff;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

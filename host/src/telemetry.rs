@@ -12,7 +12,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. `json` switches to one JSON object per line.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(json, "info");
+}
+
+/// Like [`init`], with another filter for when `RUST_LOG` is unset.
+pub fn init_with_default(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

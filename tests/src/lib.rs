@@ -1,8 +1,9 @@
 //! Test harness for wasmgate's integration tests: real `nats-server`
 //! processes on free loopback ports, each with its own JetStream folder, that
 //! tests kill (SIGKILL), pause (SIGSTOP), resume and restart on the same port;
-//! the guest plugins built for `wasm32-wasip2`; and helpers to run a whole
-//! gateway in-process.
+//! the guest plugins built for `wasm32-wasip2` and the Python and JavaScript
+//! plugins built by `scripts/build-polyglot.sh` ([`plugins`]); and helpers to
+//! run a whole gateway in-process.
 //!
 //! The server binary comes from `NATS_SERVER_BIN`, then `PATH`, then
 //! `/usr/sbin`, then the project-local `.local/bin` that the README's set-up
@@ -10,7 +11,7 @@
 //! never skip.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,13 +20,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use wasmgate::config::{BindingConfig, Config, PluginConfig};
 
-/// The repository root (this crate lives in `tests/`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub mod plugins;
+pub use plugins::{plugin_wasm, polyglot_wasm, repo_root};
 
 /// Find the nats-server binary, or panic with what was tried.
 pub fn nats_server_bin() -> PathBuf {
@@ -202,40 +198,6 @@ impl Drop for NatsServer {
     }
 }
 
-/// Build the guest plugins (once per test process) and return the path of one.
-/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `sleepy`, `probe-wasi`, `wrong-world`).
-pub fn plugin_wasm(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT
-        .get_or_init(|| {
-            let plugins = repo_root().join("plugins");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(&plugins)
-                .args(["build", "--release", "--target", "wasm32-wasip2"])
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_TARGET_DIR")
-                .output()
-                .map_err(|e| format!("running cargo for the plugins: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(plugins.join("target/wasm32-wasip2/release"))
-        })
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(
-        path.is_file(),
-        "plugin {name} not built at {}",
-        path.display()
-    );
-    path
-}
-
 /// A config for tests: the given servers, fast health checks and backoff, HTTP
 /// on a free loopback port, no compile cache (tests that need one set
 /// `runtime.cache_dir` to a temporary folder), and no plugins yet.
@@ -254,8 +216,19 @@ pub fn test_config(servers: &[String]) -> Config {
     c
 }
 
-/// A plugin table with one binding per subject.
+/// A plugin table with one binding per subject, for one of the Rust plugins
+/// (`wasm` is its crate name, see [`plugin_wasm`]).
 pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]) -> PluginConfig {
+    plugin_from(name, plugin_wasm(wasm), subjects, config)
+}
+
+/// A plugin table with one binding per subject, for the component at `path`.
+pub fn plugin_from(
+    name: &str,
+    path: PathBuf,
+    subjects: &[&str],
+    config: &[(&str, &str)],
+) -> PluginConfig {
     PluginConfig {
         config: config
             .iter()
@@ -276,7 +249,7 @@ pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]
                 jetstream: None,
             })
             .collect(),
-        ..PluginConfig::new(name, plugin_wasm(wasm))
+        ..PluginConfig::new(name, path)
     }
 }
 

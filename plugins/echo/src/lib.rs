@@ -1,22 +1,24 @@
 //! Benchmark plugin: republishes each payload unchanged to `<prefix>.<subject>`,
 //! the same work a native republisher does, so the two can be compared.
+//! Replies with the payload when asked; a refused publish rejects the message.
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-
-use exports::wasmgate::plugin::handler::Guest;
-use wasmgate::plugin::types::{HandleError, Message};
-use wasmgate::plugin::{config, publisher};
+use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
 
 struct Echo;
 
-impl Guest for Echo {
-    fn handle(msg: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let prefix = config::get("prefix").unwrap_or_else(|| "out".to_string());
-        let target = format!("{prefix}.{}", msg.subject);
-        publisher::publish(&target, &msg.payload, &msg.headers)
-            .map_err(|e| HandleError::Retry(format!("{e:?}")))?;
-        Ok(msg.reply_to.map(|_| msg.payload))
+impl Handler for Echo {
+    fn handle(msg: Message) -> Result<Reply, Error> {
+        let prefix = config::raw("prefix").unwrap_or_else(|| "out".to_string());
+        publish(
+            &format!("{prefix}.{}", msg.subject),
+            &msg.payload,
+            &msg.headers,
+        )?;
+        Ok(match msg.reply_to {
+            Some(_) => Reply::bytes(msg.payload),
+            None => Reply::none(),
+        })
     }
 }
 
-export!(Echo);
+wasmgate_plugin::export!(Echo);

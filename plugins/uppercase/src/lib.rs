@@ -1,28 +1,23 @@
-//! The example wasmgate plugin: upper-cases each payload, publishes it to
-//! `<prefix>.<subject>` (`prefix` from the plugin's config, default `out`) and
-//! replies with the same bytes when the message has a reply-to subject.
+//! The example wasmgate plugin: upper-cases each payload (ASCII), publishes it
+//! to `<prefix>.<subject>` (`prefix` from the plugin's config, default `out`)
+//! with the incoming headers, and replies with the same bytes when the message
+//! has a reply-to subject. A publish the host refuses rejects the message
+//! (`publish failed: ...`). The Python and JavaScript examples
+//! (`plugins/python-uppercase`, `plugins/js-uppercase`) behave the same.
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-
-use exports::wasmgate::plugin::handler::Guest;
-use wasmgate::plugin::types::{HandleError, Message};
-use wasmgate::plugin::{config, log, publisher};
+use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
 
 struct Uppercase;
 
-impl Guest for Uppercase {
-    fn handle(msg: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let prefix = config::get("prefix").unwrap_or_else(|| "out".to_string());
+impl Handler for Uppercase {
+    fn handle(msg: Message) -> Result<Reply, Error> {
+        let prefix: String = config::get_or("prefix", "out".to_string())?;
         let upper = msg.payload.to_ascii_uppercase();
         let target = format!("{prefix}.{}", msg.subject);
-        log::log(
-            log::Level::Debug,
-            &format!("{} -> {target} ({} bytes)", msg.subject, upper.len()),
-        );
-        publisher::publish(&target, &upper, &msg.headers)
-            .map_err(|e| HandleError::Retry(format!("publish to {target} failed: {e:?}")))?;
-        Ok(msg.reply_to.map(|_| upper))
+        wasmgate_plugin::debug!("{} -> {target} ({} bytes)", msg.subject, upper.len());
+        publish(&target, &upper, &msg.headers)?;
+        Ok(msg.reply(upper))
     }
 }
 
-export!(Uppercase);
+wasmgate_plugin::export!(Uppercase);

@@ -1,0 +1,88 @@
+//! `wasmgate check`: validate a config file and load every plugin it names,
+//! as `run` would before connecting, without touching the network.
+//!
+//! ```text
+//! plugin "uppercase": examples/../plugins/target/wasm32-wasip2/release/uppercase.wasm: ok
+//! plugin "broken": examples/broken.wasm: file not found
+//! examples/app.toml: 1 of 2 plugins failed to load
+//! ```
+//!
+//! Loading checks that the file is a component, that it exports the
+//! `wasmgate:plugin/handler` interface of the world version this host
+//! supports, and that every import can be linked. Exit code 0 when all is
+//! well, 2 for a bad config (nothing is loaded), 3 when a plugin failed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use clap::Args;
+
+use super::exit;
+use crate::plugin::Plugin;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML config file.
+    pub config: PathBuf,
+}
+
+/// Run the command; writes the report to `out`, a bad config to stderr; returns the exit code.
+pub fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
+    let shown = args.config.display().to_string();
+    let config = match crate::Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let runtime = match Runtime::new(config.runtime.epoch_tick) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the WebAssembly runtime: {e:#}");
+            return exit::FAILURE;
+        }
+    };
+    let max_payload = Arc::new(AtomicUsize::new(0));
+    let total = config.plugins.len();
+    let mut failed = 0;
+    for p in &config.plugins {
+        match Plugin::load(&runtime, p, max_payload.clone()) {
+            Ok(plugin) => {
+                let _ = writeln!(
+                    out,
+                    "plugin {:?}: {}: ok",
+                    plugin.name(),
+                    plugin.path().display()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(out, "{e}");
+            }
+        }
+    }
+    let plural = |n: usize| if n == 1 { "plugin" } else { "plugins" };
+    let bindings: usize = config.plugins.iter().map(|p| p.bindings.len()).sum();
+    let code = if failed == 0 {
+        let _ = writeln!(
+            out,
+            "{shown}: ok: {total} {} loaded, {bindings} {}",
+            plural(total),
+            if bindings == 1 { "binding" } else { "bindings" }
+        );
+        exit::OK
+    } else {
+        let _ = writeln!(
+            out,
+            "{shown}: {failed} of {total} {} failed to load",
+            plural(total)
+        );
+        exit::LOAD
+    };
+    let _ = out.flush();
+    code
+}

@@ -1,0 +1,68 @@
+//! `wasmgate run`: load the config, run the gateway until SIGINT/SIGTERM, then
+//! drain; reload on SIGHUP and (unless `--no-watch`) when the config file or a
+//! plugin's `.wasm` changes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use super::exit;
+
+pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
+    let config = match crate::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match serve(config, path.to_path_buf(), watch, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        }
+    })
+}
+
+async fn serve(
+    config: crate::Config,
+    path: PathBuf,
+    watch: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let gateway = crate::Gateway::start(config, shutdown).await?;
+    if watch {
+        gateway.watch(path.clone())?;
+    }
+    let reloader = gateway.reloader();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP: reloading");
+            let _ = reloader.reload_file(&path).await;
+        }
+    });
+    gateway.wait().await
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining subscriptions");
+    shutdown.cancel();
+}

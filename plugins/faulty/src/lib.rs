@@ -1,5 +1,6 @@
 //! Test plugin that misbehaves on request, chosen by the payload:
-//! `trap` panics (a trap in the host), `reject` and `retry` return those
+//! `trap` panics (a trap in the host), `loop` spins until the host's deadline
+//! interrupts it, `reject` and `retry` return those
 //! errors, `bad-publish` publishes to an invalid subject and reports the
 //! host's error as a rejection, anything else is echoed to `<prefix>.<subject>`.
 
@@ -15,6 +16,9 @@ impl Guest for Faulty {
     fn handle(msg: Message) -> Result<Option<Vec<u8>>, HandleError> {
         match msg.payload.as_slice() {
             b"trap" => panic!("asked to trap"),
+            b"loop" => loop {
+                std::hint::spin_loop();
+            },
             b"reject" => Err(HandleError::Reject("asked to reject".into())),
             b"retry" => Err(HandleError::Retry("asked to retry".into())),
             b"bad-publish" => match publisher::publish("bad subject", b"x", &[]) {

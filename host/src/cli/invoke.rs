@@ -297,7 +297,10 @@ mod tests {
             trap_summary(text),
             "handler trapped: wasm trap: wasm `unreachable` instruction executed"
         );
-        assert_eq!(trap_summary("handler trapped: boom\nmore"), "handler trapped: boom");
+        assert_eq!(
+            trap_summary("handler trapped: boom\nmore"),
+            "handler trapped: boom"
+        );
     }
 
     #[test]

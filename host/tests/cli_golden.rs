@@ -172,6 +172,24 @@ fn invoke_faulty_trap_reject_retry() {
 }
 
 #[test]
+fn invoke_deadline_interrupts_a_looping_handler() {
+    plugin_wasm("faulty");
+    let got = invoke_case(
+        "invoke_faulty_timeout",
+        FAULTY,
+        &[
+            "--subject",
+            "f.x",
+            "--payload",
+            "loop",
+            "--timeout",
+            "200ms",
+        ],
+    );
+    assert_eq!(exit_code(&got), "7");
+}
+
+#[test]
 fn invoke_load_errors() {
     plugin_wasm("wrong-world");
     let cases = [

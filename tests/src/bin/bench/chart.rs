@@ -41,19 +41,21 @@ fn panel(
         .chain(target.as_ref().map(|t| t.0))
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let ymax = if top > 0.0 { top * 1.3 } else { 1.0 };
+    let ymax = if top > 0.0 { top * 1.4 } else { 1.0 };
     let names: Vec<String> = bars.iter().map(|b| b.name.clone()).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 17))
         .margin(12)
         .x_label_area_size(28)
         .y_label_area_size(58)
-        .build_cartesian_2d((0u32..n).into_segmented(), 0f64..ymax)?;
+        // A segmented range a..b has a segment for every value in a..=b.
+        .build_cartesian_2d((0u32..n - 1).into_segmented(), 0f64..ymax)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(y_desc)
         .y_labels(6)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
@@ -76,7 +78,14 @@ fn panel(
         let mut rect = Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), b.median),
+                (
+                    if i + 1 >= n {
+                        SegmentValue::Last
+                    } else {
+                        SegmentValue::Exact(i + 1)
+                    },
+                    b.median,
+                ),
             ],
             palette[i as usize % palette.len()].filled(),
         );
@@ -108,7 +117,7 @@ fn panel(
     if let Some((t, label)) = target {
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(SegmentValue::Exact(0), t), (SegmentValue::Exact(n), t)],
+                vec![(SegmentValue::Exact(0), t), (SegmentValue::Last, t)],
                 RED.stroke_width(2),
             )))?
             .label(label)
@@ -124,7 +133,7 @@ fn panel(
     for (j, note) in notes.iter().enumerate() {
         chart.draw_series(std::iter::once(Text::new(
             note.clone(),
-            (SegmentValue::Exact(0), ymax * (0.97 - 0.07 * j as f64)),
+            (SegmentValue::Exact(0), ymax * (0.88 - 0.06 * j as f64)),
             ("sans-serif", 12)
                 .into_font()
                 .color(&BLACK)
@@ -247,7 +256,14 @@ pub fn render(results: &Value, out: &Path) -> anyhow::Result<()> {
             )],
         )?;
         let h = &r["hung"];
-        let bars: Vec<Bar> = bar("gateway", &h["gateway"], 1.0).into_iter().collect();
+        let mut bars: Vec<Bar> = bar("gateway", &h["gateway"], 1.0).into_iter().collect();
+        // The bare client never noticed within the window: an empty slot.
+        bars.push(Bar {
+            name: "bare client: not noticed".into(),
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+        });
         panel(
             &areas[4],
             "Hung server (SIGSTOP) to reconnecting",

@@ -88,7 +88,7 @@ impl NatsServer {
                 child: None,
             };
             match server.spawn() {
-                Ok(()) => return server,
+                Ok(_) => return server,
                 Err(e) => last = e,
             }
         }
@@ -103,7 +103,9 @@ impl NatsServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn spawn(&mut self) -> Result<(), String> {
+    /// Spawn the process and return the moment its port first accepted a
+    /// connection (polled every millisecond).
+    fn spawn(&mut self) -> Result<Instant, String> {
         let log = std::fs::File::create(self.store.path().join("server.log"))
             .map_err(|e| e.to_string())?;
         let child = Command::new(nats_server_bin())
@@ -136,9 +138,9 @@ impl NatsServer {
                 return Err(format!("nats-server exited with {status}: {log}"));
             }
             if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(100)).is_ok() {
-                return Ok(());
+                return Ok(Instant::now());
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
         Err("nats-server did not open its port within 10s".into())
     }
@@ -158,11 +160,17 @@ impl NatsServer {
     /// Start the server again on the same port with the same JetStream folder.
     /// Retries while the port is still held by the dying process.
     pub fn restart(&mut self) {
+        self.restart_timed();
+    }
+
+    /// [`restart`](Self::restart), returning when the new process's port
+    /// first accepted a connection (for recovery-time measurements).
+    pub fn restart_timed(&mut self) -> Instant {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.spawn() {
-                Ok(()) => return,
+                Ok(open) => return open,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(50));

@@ -1,0 +1,215 @@
+//! Core NATS throughput: the gateway (in this process, `echo` on `in.>`)
+//! against a native async-nats subscriber doing the same work (receive,
+//! republish the payload to `out.<subject>`), with the publisher and the
+//! output counter in a separate process. Runs alternate G,N / N,G.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmgate::Gateway;
+use wasmgate_tests::{NatsServer, plugin};
+
+use crate::child::{self, Child};
+use crate::stats::Sample;
+
+pub struct Params {
+    pub messages: u64,
+    pub size: usize,
+    pub runs: usize,
+    pub capacity: usize,
+    /// Only the gateway's runs (for profiling its path).
+    pub gateway_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gateway,
+    Native,
+    /// The gateway with `echo-cached` (no `config.get` per message).
+    GatewayCached,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateway",
+            Kind::Native => "native",
+            Kind::GatewayCached => "gateway-echo-cached",
+        }
+    }
+}
+
+/// The native republisher: one task, receive and publish.
+pub struct Native {
+    client: async_nats::Client,
+    task: tokio::task::JoinHandle<()>,
+    pub slow: Arc<AtomicU64>,
+    pub handled: Arc<AtomicU64>,
+}
+
+impl Native {
+    pub async fn start(url: &str, capacity: usize, filter: &str) -> anyhow::Result<Native> {
+        let slow = Arc::new(AtomicU64::new(0));
+        let handled = Arc::new(AtomicU64::new(0));
+        let client = child::connect(url, capacity, slow.clone()).await?;
+        let mut sub = client.subscribe(filter.to_string()).await?;
+        let c = client.clone();
+        let h = handled.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let _ = c.publish(format!("out.{}", m.subject), m.payload).await;
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        child::sync_with_server(&client).await?;
+        Ok(Native {
+            client,
+            task,
+            slow,
+            handled,
+        })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.client.flush().await;
+        self.task.abort();
+    }
+}
+
+pub fn gateway_config(server: &NatsServer, capacity: usize, wasm: &str) -> wasmgate::Config {
+    let mut config = wasmgate::Config::default();
+    config.nats.servers = vec![server.url()];
+    config.nats.subscription_capacity = capacity;
+    config.http.listen = String::new();
+    config
+        .plugins
+        .push(plugin("echo", wasm, &["in.>"], &[("prefix", "out")]));
+    config
+}
+
+pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut trials = Vec::new();
+    let mut k = 0;
+    for run in 0..p.runs {
+        // Rotate the order so that no kind always runs first or last.
+        let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayCached];
+        order.rotate_left(run % 3);
+        for kind in order {
+            if p.gateway_only && kind != Kind::Gateway {
+                continue;
+            }
+            k += 1;
+            let subject = format!("in.t{k}");
+            let args = vec![
+                "--url".into(),
+                server.url(),
+                "--subject".into(),
+                subject.clone(),
+                "--count".into(),
+                p.messages.to_string(),
+                "--size".into(),
+                p.size.to_string(),
+                "--expect".into(),
+                format!("out.{subject}"),
+                "--idle-ms".into(),
+                "3000".into(),
+            ];
+            let (report, slow_sut, handled) = match kind {
+                Kind::Gateway | Kind::GatewayCached => {
+                    let wasm = if kind == Kind::Gateway {
+                        "echo"
+                    } else {
+                        "echo-cached"
+                    };
+                    let shutdown = CancellationToken::new();
+                    let gw =
+                        Gateway::start(gateway_config(server, p.capacity, wasm), shutdown.clone())
+                            .await?;
+                    gw.ready(Duration::from_secs(20)).await?;
+                    let report = Child::spawn(&args).await?.report().await?;
+                    let status = gw.status();
+                    shutdown.cancel();
+                    gw.wait().await?;
+                    (
+                        report,
+                        status.slow_consumer_events,
+                        status.bindings[0].handled,
+                    )
+                }
+                Kind::Native => {
+                    let native = Native::start(&server.url(), p.capacity, "in.>").await?;
+                    let report = Child::spawn(&args).await?.report().await?;
+                    let (slow, handled) = (
+                        native.slow.load(Ordering::Relaxed),
+                        native.handled.load(Ordering::Relaxed),
+                    );
+                    native.stop().await;
+                    (report, slow, handled)
+                }
+            };
+            let rate = report.received as f64 / report.last_secs;
+            let publish_rate = report.published as f64 / report.publish_secs;
+            eprintln!(
+                "  core {:7} run {}: {:>9.0} msg/s out ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
+                kind.name(),
+                run + 1,
+                rate,
+                report.received,
+                report.published,
+                publish_rate,
+                slow_sut,
+                report.slow_consumer_events
+            );
+            rates[kind as usize].push(rate);
+            trials.push(json!({
+                "kind": kind.name(),
+                "run": run + 1,
+                "throughput_msgs_per_sec": rate,
+                "published": report.published,
+                "received": report.received,
+                "dropped": report.published.saturating_sub(report.received),
+                "handled": handled,
+                "publisher_msgs_per_sec": publish_rate,
+                "publish_secs": report.publish_secs,
+                "last_output_secs": report.last_secs,
+                "slow_consumer_events_sut": slow_sut,
+                "slow_consumer_events_counter": report.slow_consumer_events,
+            }));
+        }
+    }
+    let gateway = Sample::new("msg/s", rates[0].clone());
+    let native = Sample::new("msg/s", rates[1].clone());
+    let cached = Sample::new("msg/s", rates[2].clone());
+    let ratio = if p.gateway_only {
+        f64::NAN
+    } else {
+        gateway.median / native.median
+    };
+    // Ratio of each alternating pair too, as a spread for the ratio itself.
+    let pair_ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(g, n)| g / n).collect();
+    eprintln!("  core gateway: {}", gateway.show());
+    eprintln!("  core native:  {}", native.show());
+    eprintln!("  core gateway with echo-cached: {}", cached.show());
+    eprintln!("  core ratio gateway/native: {ratio:.3} (target >= 0.90)");
+    let cached_ratio = cached.median / native.median;
+    Ok(json!({
+        "messages": p.messages,
+        "payload_bytes": p.size,
+        "subscription_capacity": p.capacity,
+        "gateway": gateway,
+        "native": native,
+        "ratio": ratio,
+        "pair_ratios": Sample::new("ratio", pair_ratios),
+        "target_ratio": 0.90,
+        "gateway_echo_cached": cached,
+        "ratio_echo_cached": cached_ratio,
+        "dropped_total": trials.iter().map(|t| t["dropped"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "slow_consumer_events_total": trials.iter().map(|t| t["slow_consumer_events_sut"].as_u64().unwrap_or(0) + t["slow_consumer_events_counter"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "trials": trials,
+    }))
+}

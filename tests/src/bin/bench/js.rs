@@ -1,0 +1,215 @@
+//! JetStream consume-and-ack throughput: a stream preloaded with N messages,
+//! then either the gateway (a JetStream binding with `create = true` and the
+//! `echo` plugin) or a native async-nats pull consumer with the same consumer
+//! settings drains it: republish the payload to `out.<subject>`, then ack.
+//! A separate process counts the outputs; throughput is taken between its
+//! first and last output, so start-up (plugin compile, consumer creation) is
+//! not in it. Runs alternate G,N / N,G; every run has its own stream.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmgate::Gateway;
+use wasmgate::config::{JetStreamConfig, Storage};
+use wasmgate_tests::{NatsServer, plugin};
+
+use crate::child::Child;
+use crate::core::Kind;
+use crate::stats::Sample;
+
+pub struct Params {
+    pub messages: u64,
+    pub size: usize,
+    pub runs: usize,
+}
+
+fn js_config(stream: &str) -> JetStreamConfig {
+    let text = format!("stream = \"{stream}\"\nconsumer = \"bench\"\n");
+    let mut c: JetStreamConfig = toml::from_str(&text).expect("minimal JetStream table parses");
+    c.create = true;
+    c.storage = Storage::Memory;
+    c
+}
+
+/// The consumer the gateway declares for `js_config` (see `JsBinding::consumer_config`).
+fn consumer_config(subject: &str, c: &JetStreamConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(c.consumer.clone()),
+        filter_subject: subject.to_string(),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: c.ack_wait,
+        max_deliver: i64::from(c.max_deliver),
+        max_ack_pending: i64::from(c.max_ack_pending),
+        ..Default::default()
+    }
+}
+
+async fn preload(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    n: u64,
+    size: usize,
+) -> anyhow::Result<f64> {
+    js.create_stream(stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject.to_string()],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let target = subject.trim_end_matches(".>").to_string() + ".m";
+    let start = std::time::Instant::now();
+    let mut window = VecDeque::new();
+    for _ in 0..n {
+        window.push_back(js.publish(target.clone(), payload.clone()).await?);
+        if window.len() >= 4096 {
+            window.pop_front().unwrap().await?;
+        }
+    }
+    while let Some(ack) = window.pop_front() {
+        ack.await?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
+    let nc = async_nats::connect(server.url()).await?;
+    let js = jetstream::new(nc.clone());
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut trials = Vec::new();
+    let mut k = 0;
+    for run in 0..p.runs {
+        let order = if run % 2 == 0 {
+            [Kind::Gateway, Kind::Native]
+        } else {
+            [Kind::Native, Kind::Gateway]
+        };
+        for kind in order {
+            k += 1;
+            let name = format!("BENCH{k}");
+            let subject = format!("js{k}.>");
+            let preload_rate = preload(&js, &name, &subject, p.messages, p.size).await?;
+            let args = vec![
+                "--url".into(),
+                server.url(),
+                "--expect".into(),
+                format!("out.js{k}.>"),
+                "--expect-n".into(),
+                p.messages.to_string(),
+                "--idle-ms".into(),
+                "5000".into(),
+            ];
+            let counter = Child::spawn(&args).await?;
+            let cfg = js_config(&name);
+            let report = match kind {
+                Kind::Gateway | Kind::GatewayCached => {
+                    let mut config = wasmgate::Config::default();
+                    config.nats.servers = vec![server.url()];
+                    config.http.listen = String::new();
+                    let mut pl = plugin("echo", "echo", &[&subject], &[("prefix", "out")]);
+                    pl.bindings[0].jetstream = Some(cfg.clone());
+                    config.plugins.push(pl);
+                    let shutdown = CancellationToken::new();
+                    let gw = Gateway::start(config, shutdown.clone()).await?;
+                    let report = counter.report().await?;
+                    shutdown.cancel();
+                    gw.wait().await?;
+                    report
+                }
+                Kind::Native => {
+                    let client = async_nats::connect(server.url()).await?;
+                    let js2 = jetstream::new(client.clone());
+                    let stream = js2.get_stream(&name).await?;
+                    let consumer: consumer::PullConsumer = stream
+                        .create_consumer(consumer_config(&subject, &cfg))
+                        .await?;
+                    let batch = cfg.pull_batch.min(cfg.max_ack_pending as usize).max(1);
+                    let mut messages = consumer
+                        .stream()
+                        .max_messages_per_batch(batch)
+                        .heartbeat(cfg.heartbeat)
+                        .expires(cfg.heartbeat * 6)
+                        .messages()
+                        .await?;
+                    let c = client.clone();
+                    let task = tokio::spawn(async move {
+                        while let Some(Ok(m)) = messages.next().await {
+                            let _ = c
+                                .publish(format!("out.{}", m.subject), m.payload.clone())
+                                .await;
+                            let _ = m.ack().await;
+                        }
+                    });
+                    let report = counter.report().await?;
+                    task.abort();
+                    report
+                }
+            };
+            // Everything acknowledged?
+            let mut consumer: consumer::PullConsumer = js
+                .get_stream(&name)
+                .await?
+                .get_consumer("bench")
+                .await
+                .map_err(|e| anyhow::anyhow!("consumer: {e}"))?;
+            let mut acked = false;
+            for _ in 0..50 {
+                let info = consumer.info().await?;
+                if info.num_ack_pending == 0 && info.num_pending == 0 {
+                    acked = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            js.delete_stream(&name).await?;
+            let rate =
+                (report.received.saturating_sub(1)) as f64 / (report.last_secs - report.first_secs);
+            eprintln!(
+                "  jetstream {:7} run {}: {:>8.0} msg/s ({} of {} republished, all acked: {acked}; preload {:.0} msg/s)",
+                kind.name(),
+                run + 1,
+                rate,
+                report.received,
+                p.messages,
+                preload_rate
+            );
+            rates[(kind == Kind::Native) as usize].push(rate);
+            trials.push(json!({
+                "kind": kind.name(),
+                "run": run + 1,
+                "throughput_msgs_per_sec": rate,
+                "received": report.received,
+                "all_acked": acked,
+                "preload_msgs_per_sec": preload_rate,
+            }));
+        }
+    }
+    let gateway = Sample::new("msg/s", rates[0].clone());
+    let native = Sample::new("msg/s", rates[1].clone());
+    let ratio = gateway.median / native.median;
+    let pair_ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(g, n)| g / n).collect();
+    eprintln!("  jetstream gateway: {}", gateway.show());
+    eprintln!("  jetstream native:  {}", native.show());
+    eprintln!("  jetstream ratio gateway/native: {ratio:.3} (target >= 0.85)");
+    let c = js_config("X");
+    Ok(json!({
+        "messages": p.messages,
+        "payload_bytes": p.size,
+        "storage": "memory",
+        "max_ack_pending": c.max_ack_pending,
+        "pull_batch": c.pull_batch,
+        "gateway": gateway,
+        "native": native,
+        "ratio": ratio,
+        "pair_ratios": Sample::new("ratio", pair_ratios),
+        "target_ratio": 0.85,
+        "trials": trials,
+    }))
+}

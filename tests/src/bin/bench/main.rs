@@ -1,0 +1,274 @@
+//! wasmgate's benchmark suite (issue 5). Run it with `bash scripts/bench.sh`,
+//! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
+//!
+//! ```text
+//! bench run [--out DIR] [--quick] [--only core,jetstream,overhead,recovery,startup] [--publish]
+//!           [--gateway-only]             core runs of the gateway only (for a profiler)
+//! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
+//! bench loadgen ...                      the load generator (spawned by `run`)
+//! ```
+//!
+//! Everything runs on loopback against nats-server processes this program
+//! starts. Gateway and native runs alternate, each figure is the median of
+//! several runs, and the JSON keeps every run.
+
+mod chart;
+mod child;
+mod core;
+mod js;
+mod overhead;
+mod recovery;
+mod startup;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use wasmgate_tests::{NatsServer, nats_server_bin, repo_root};
+
+struct Options {
+    out: PathBuf,
+    quick: bool,
+    only: Option<Vec<String>>,
+    publish: bool,
+    gateway_only: bool,
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "run".into());
+    let result = match mode.as_str() {
+        "loadgen" => {
+            child::parse(args).and_then(|a| tokio::runtime::Runtime::new()?.block_on(child::run(a)))
+        }
+        "chart" => (|| {
+            let input = args.next().context("bench chart RESULTS.json OUT.svg")?;
+            let output = args.next().context("bench chart RESULTS.json OUT.svg")?;
+            let results: Value = serde_json::from_str(&std::fs::read_to_string(&input)?)?;
+            chart::render(&results, std::path::Path::new(&output))
+        })(),
+        "run" => parse_run(args).and_then(run),
+        other => Err(anyhow::anyhow!(
+            "unknown mode {other:?}: use run, chart or loadgen"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_run(mut args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
+    let mut o = Options {
+        out: repo_root().join("bench-results"),
+        quick: false,
+        only: None,
+        publish: false,
+        gateway_only: false,
+    };
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--out" => o.out = args.next().context("--out DIR")?.into(),
+            "--quick" => o.quick = true,
+            "--publish" => o.publish = true,
+            "--gateway-only" => o.gateway_only = true,
+            "--only" => {
+                o.only = Some(
+                    args.next()
+                        .context("--only a,b")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(o)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    let nats = std::process::Command::new(nats_server_bin())
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .trim()
+            .to_string()
+        })
+        .unwrap_or_default();
+    let git = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(repo_root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "memory_gib": mem_kib as f64 / 1024.0 / 1024.0,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "nats_server": nats,
+        "git": git,
+        "load_average_start": load_average(),
+    })
+}
+
+fn run(o: Options) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let want = |s: &str| o.only.as_ref().is_none_or(|v| v.iter().any(|x| x == s));
+    let started = Instant::now();
+    let mut results = json!({
+        "schema": "wasmgate-bench/1",
+        "quick": o.quick,
+        "unix_time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs(),
+        "machine": machine(),
+    });
+    let mut loads = serde_json::Map::new();
+    eprintln!(
+        "bench: {} cores, {}, load average {}",
+        results["machine"]["cores"],
+        results["machine"]["cpu_model"].as_str().unwrap_or("?"),
+        load_average()
+    );
+    // Build (or check) the plugins once, before anything is timed.
+    wasmgate_tests::plugin_wasm("echo");
+
+    if want("overhead") {
+        eprintln!("bench: per-message overhead (load {})", load_average());
+        loads.insert("overhead".into(), load_average().into());
+        let p = overhead::Params {
+            iterations: if o.quick { 20_000 } else { 200_000 },
+            runs: 5,
+            size: 128,
+        };
+        results["overhead"] = overhead::run(&p)?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let server = NatsServer::start();
+        if want("core") {
+            eprintln!("bench: core NATS throughput (load {})", load_average());
+            loads.insert("core".into(), load_average().into());
+            let messages = if o.quick { 100_000 } else { 1_000_000 };
+            let p = core::Params {
+                messages,
+                size: 128,
+                runs: if o.quick { 1 } else { 3 },
+                // Room for every message of a run: nothing can be dropped by
+                // the client's buffer, and slow-consumer events say if it was.
+                capacity: (messages as usize + 65_536).next_power_of_two(),
+                gateway_only: o.gateway_only,
+            };
+            results["core"] = core::run(&server, &p).await?;
+        }
+        if want("jetstream") {
+            eprintln!("bench: JetStream consume-and-ack (load {})", load_average());
+            loads.insert("jetstream".into(), load_average().into());
+            let p = js::Params {
+                messages: if o.quick { 20_000 } else { 200_000 },
+                size: 128,
+                runs: if o.quick { 1 } else { 3 },
+            };
+            results["jetstream"] = js::run(&server, &p).await?;
+        }
+        if want("startup") {
+            eprintln!(
+                "bench: start-to-ready and idle RSS (load {})",
+                load_average()
+            );
+            loads.insert("startup".into(), load_average().into());
+            let p = startup::Params {
+                plugins: 10,
+                runs: 3,
+            };
+            results["startup"] = startup::run(&server, &p).await?;
+        }
+        drop(server);
+        if want("recovery") {
+            eprintln!(
+                "bench: recovery and hung-server detection (load {})",
+                load_average()
+            );
+            loads.insert("recovery".into(), load_average().into());
+            let p = recovery::Params {
+                gaps: if o.quick {
+                    vec![Duration::from_millis(1500), Duration::from_millis(2500)]
+                } else {
+                    (0..5)
+                        .map(|i| Duration::from_millis(2000 + 500 * i))
+                        .collect()
+                },
+                hung_runs: if o.quick { 1 } else { 3 },
+            };
+            results["recovery"] = recovery::run(&p).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // Give every background task a moment to end before the runtime drops.
+    rt.shutdown_timeout(Duration::from_secs(2));
+
+    results["load_average_per_section"] = Value::Object(loads);
+    results["machine"]["load_average_end"] = load_average().into();
+    results["total_secs"] = started.elapsed().as_secs_f64().into();
+
+    std::fs::create_dir_all(&o.out)?;
+    let text = serde_json::to_string_pretty(&results)?;
+    let stamp = results["unix_time"].as_u64().unwrap_or(0);
+    std::fs::write(o.out.join(format!("results-{stamp}.json")), &text)?;
+    std::fs::write(o.out.join("results.json"), &text)?;
+    chart::render(&results, &o.out.join("chart.svg"))?;
+    eprintln!(
+        "bench: done in {:.0} s (load average at the end {}); wrote {}/results.json and chart.svg",
+        started.elapsed().as_secs_f64(),
+        load_average(),
+        o.out.display()
+    );
+    if o.publish {
+        let docs = repo_root().join("docs/bench");
+        std::fs::create_dir_all(&docs)?;
+        std::fs::write(docs.join("results.json"), &text)?;
+        chart::render(&results, &docs.join("chart.svg"))?;
+        eprintln!("bench: copied to {}", docs.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Per-message cost of the dispatch path without NATS, in layers, each timed
+//! in a tight loop on this thread:
+//!
+//! - `to_wit`: the async-nats message turned into the WIT record (subject and
+//!   payload copied);
+//! - `noop_call`: `Instance::handle` on the `noop` plugin, which returns
+//!   `ok(none)` and calls nothing: the bare component-model call (epoch
+//!   deadline set, message lowered into guest memory with the guest's own
+//!   allocations, result lifted);
+//! - `echo_call`: `Instance::handle` on `echo`: the same plus the guest's work
+//!   and its two imports (`config.get("prefix")`, `publisher.publish`, which
+//!   validates and fills the outbox);
+//! - `echo_cached_call`: `echo-cached`, which reads its prefix once: one
+//!   import per call (`publish`) instead of two;
+//! - `full_dispatch`: what `Dispatch::process_core` does per message without
+//!   the network: the tracing span, `to_wit`, `echo`'s `handle`, the
+//!   counter, and the outbox moved into the batch's output list;
+//! - `native_work`: the work a native republisher does for the same message
+//!   in plain Rust (look up the prefix, format the subject, take the
+//!   payload): the part of `echo` that is not overhead.
+//!
+//! Host overhead per message = `full_dispatch` − `native_work`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wasmgate::dispatch::to_wit;
+use wasmgate::plugin::{Outcome, Plugin};
+use wasmgate::runtime::{Outgoing, Runtime};
+use wasmgate_tests::plugin;
+
+use crate::stats::Sample;
+
+pub struct Params {
+    pub iterations: u64,
+    pub runs: usize,
+    pub size: usize,
+}
+
+const LAYERS: [&str; 6] = [
+    "to_wit",
+    "noop_call",
+    "echo_cached_call",
+    "echo_call",
+    "full_dispatch",
+    "native_work",
+];
+
+pub fn run(p: &Params) -> anyhow::Result<Value> {
+    let runtime = Runtime::new(Duration::from_millis(10))?;
+    let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
+    let echo_cfg = plugin("echo", "echo", &["in.>"], &[("prefix", "out")]);
+    let echo = Arc::new(Plugin::load(&runtime, &echo_cfg, max_payload.clone())?);
+    let noop = Arc::new(Plugin::load(
+        &runtime,
+        &plugin("noop", "noop", &["in.>"], &[]),
+        max_payload.clone(),
+    )?);
+    let cached = Arc::new(Plugin::load(
+        &runtime,
+        &plugin(
+            "echo-cached",
+            "echo-cached",
+            &["in.>"],
+            &[("prefix", "out")],
+        ),
+        max_payload.clone(),
+    )?);
+    let mut cached_inst = cached.instantiate()?;
+    let mut echo_inst = echo.instantiate()?;
+    let mut noop_inst = noop.instantiate()?;
+
+    let nats_msg = async_nats::Message {
+        subject: "in.bench".into(),
+        reply: None,
+        payload: Bytes::from(vec![b'x'; p.size]),
+        headers: None,
+        status: None,
+        description: None,
+        length: p.size + 8,
+    };
+    let input = to_wit(nats_msg.clone());
+    let handled = AtomicU64::new(0);
+    let config: BTreeMap<String, String> = [("prefix".to_string(), "out".to_string())].into();
+    let mut out: Vec<Outgoing> = Vec::with_capacity(128);
+
+    // Check the plugins do what the layers assume before timing them.
+    let h = echo_inst.handle(&input)?;
+    anyhow::ensure!(h.outcome == Outcome::Ok(None) && h.outbox.len() == 1);
+    anyhow::ensure!(h.outbox[0].subject == "out.in.bench");
+    let h = cached_inst.handle(&input)?;
+    anyhow::ensure!(h.outbox.len() == 1 && h.outbox[0].subject == "out.in.bench");
+    let h = noop_inst.handle(&input)?;
+    anyhow::ensure!(h.outcome == Outcome::Ok(None) && h.outbox.is_empty());
+
+    let mut layer = |name: &str, n: u64| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        match name {
+            "to_wit" => {
+                for _ in 0..n {
+                    black_box(to_wit(black_box(&nats_msg).clone()));
+                }
+            }
+            "noop_call" => {
+                for _ in 0..n {
+                    black_box(noop_inst.handle(black_box(&input))?);
+                }
+            }
+            "echo_cached_call" => {
+                for _ in 0..n {
+                    black_box(cached_inst.handle(black_box(&input))?);
+                }
+            }
+            "echo_call" => {
+                for _ in 0..n {
+                    black_box(echo_inst.handle(black_box(&input))?);
+                }
+            }
+            "full_dispatch" => {
+                for i in 0..n {
+                    let msg = black_box(&nats_msg).clone();
+                    let span = tracing::debug_span!(
+                        "message",
+                        messaging.system = "nats",
+                        messaging.operation = "process",
+                        messaging.destination.name = %msg.subject,
+                        messaging.message.body.size = msg.payload.len(),
+                        wasmgate.plugin = echo.name(),
+                    );
+                    let _entered = span.enter();
+                    let reply_to = msg.reply.as_ref().map(|r| r.to_string());
+                    let input = to_wit(msg);
+                    let h = echo_inst.handle(&input)?;
+                    if let Outcome::Ok(_) = h.outcome {
+                        handled.fetch_add(1, Ordering::Relaxed);
+                        out.extend(h.outbox);
+                    }
+                    black_box(reply_to);
+                    // The batch's output is sent (and dropped) every 128 messages.
+                    if i % 128 == 127 {
+                        black_box(&out);
+                        out.clear();
+                    }
+                }
+                out.clear();
+            }
+            "native_work" => {
+                for _ in 0..n {
+                    let msg = black_box(&nats_msg).clone();
+                    let prefix = config.get("prefix").cloned().unwrap_or_default();
+                    black_box(Outgoing {
+                        subject: format!("{prefix}.{}", msg.subject),
+                        payload: msg.payload,
+                        headers: Vec::new(),
+                    });
+                }
+            }
+            _ => unreachable!(),
+        }
+        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+    };
+
+    // Warm up every layer (code, caches, the allocator), then alternate the
+    // order of layers between runs.
+    for name in LAYERS {
+        layer(name, p.iterations / 10 + 1)?;
+    }
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); LAYERS.len()];
+    for run in 0..p.runs {
+        for j in 0..LAYERS.len() {
+            let i = if run % 2 == 0 {
+                j
+            } else {
+                LAYERS.len() - 1 - j
+            };
+            results[i].push(layer(LAYERS[i], p.iterations)?);
+        }
+    }
+    let samples: Vec<Sample> = results
+        .into_iter()
+        .map(|r| Sample::new("ns/msg", r))
+        .collect();
+    for (name, s) in LAYERS.iter().zip(&samples) {
+        eprintln!("  overhead {name:14} {}", s.show());
+    }
+    let get = |name: &str| samples[LAYERS.iter().position(|l| *l == name).unwrap()].median;
+    let host_overhead = get("full_dispatch") - get("native_work");
+    let imports_and_guest = get("echo_call") - get("noop_call");
+    eprintln!(
+        "  overhead: host overhead per message (full_dispatch - native_work) = {host_overhead:.0} ns"
+    );
+    let mut layers = serde_json::Map::new();
+    for (name, s) in LAYERS.iter().zip(&samples) {
+        layers.insert(name.to_string(), serde_json::to_value(s)?);
+    }
+    Ok(json!({
+        "iterations_per_run": p.iterations,
+        "payload_bytes": p.size,
+        "layers": layers,
+        "host_overhead_ns": host_overhead,
+        "echo_imports_and_guest_work_ns": imports_and_guest,
+        "bare_call_ns": get("noop_call"),
+        "config_get_import_ns": get("echo_call") - get("echo_cached_call"),
+        "guest_work_native_equivalent_ns": get("native_work"),
+    }))
+}

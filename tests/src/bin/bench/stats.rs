@@ -1,0 +1,77 @@
+//! Medians and spreads of repeated runs, as they go into the JSON.
+
+use serde::Serialize;
+
+/// Several runs of one measurement: every value, the median, and the spread.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub unit: &'static str,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// (max - min) / median.
+    pub spread: f64,
+    pub runs: Vec<f64>,
+}
+
+impl Sample {
+    pub fn new(unit: &'static str, runs: Vec<f64>) -> Sample {
+        let median = median(&runs);
+        let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Sample {
+            unit,
+            median,
+            min,
+            max,
+            spread: if median == 0.0 {
+                0.0
+            } else {
+                (max - min) / median
+            },
+            runs,
+        }
+    }
+
+    pub fn show(&self) -> String {
+        format!(
+            "median {} {} (min {}, max {}, n={})",
+            fmt(self.median),
+            self.unit,
+            fmt(self.min),
+            fmt(self.max),
+            self.runs.len()
+        )
+    }
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A number with three significant digits, without exponent notation.
+pub fn fmt(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    let a = x.abs();
+    if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}

@@ -174,8 +174,10 @@ fn run(o: Options) -> anyhow::Result<()> {
         eprintln!("bench: per-message overhead (load {})", load_average());
         loads.insert("overhead".into(), load_average().into());
         let p = overhead::Params {
-            iterations: if o.quick { 20_000 } else { 200_000 },
-            runs: 5,
+            // Many short interleaved runs: on a shared machine a load spike
+            // then spoils a few runs, not the median.
+            iterations: if o.quick { 20_000 } else { 100_000 },
+            runs: if o.quick { 5 } else { 15 },
             size: 128,
         };
         results["overhead"] = overhead::run(&p)?;
@@ -193,7 +195,7 @@ fn run(o: Options) -> anyhow::Result<()> {
             let p = core::Params {
                 messages,
                 size: 128,
-                runs: if o.quick { 1 } else { 3 },
+                runs: if o.quick { 1 } else { 5 },
                 // Room for every message of a run: nothing can be dropped by
                 // the client's buffer, and slow-consumer events say if it was.
                 capacity: (messages as usize + 65_536).next_power_of_two(),
@@ -207,7 +209,7 @@ fn run(o: Options) -> anyhow::Result<()> {
             let p = js::Params {
                 messages: if o.quick { 20_000 } else { 200_000 },
                 size: 128,
-                runs: if o.quick { 1 } else { 3 },
+                runs: if o.quick { 1 } else { 5 },
             };
             results["jetstream"] = js::run(&server, &p).await?;
         }

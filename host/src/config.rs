@@ -205,6 +205,12 @@ pub struct RuntimeConfig {
     /// Folder for compiled components, so that a restart does not compile
     /// them again; an empty path turns the cache off.
     pub cache_dir: PathBuf,
+    /// How long a core binding's worker waits, once a message has arrived,
+    /// for more to join its batch (unless the batch is full already). Under
+    /// load this turns many small batches, each costing a thread wake-up,
+    /// into fewer big ones; it adds at most this much latency. 0 = none.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -215,6 +221,7 @@ impl Default for RuntimeConfig {
             overload: Overload::Wait,
             admission_wait: Duration::from_millis(100),
             cache_dir: default_cache_dir(),
+            batch_linger: Duration::from_micros(50),
         }
     }
 }
@@ -297,6 +304,12 @@ pub struct PluginConfig {
     /// instance. 1 keeps a binding's messages in order.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Hand core-binding messages to the plugin in batches (one
+    /// `handle-batch` call for what has arrived) when it exports
+    /// `batch-handler`, as plugins built with the Rust SDK do. `false` calls
+    /// `handle` once per message.
+    #[serde(default = "default_true")]
+    pub batch: bool,
     /// Subject patterns (NATS wildcards) the plugin may publish to; any other
     /// publish is refused with `publish-error::forbidden`. `[">"]` allows
     /// every subject, `[]` none.
@@ -319,6 +332,7 @@ impl PluginConfig {
             timeout: default_plugin_timeout(),
             memory: default_plugin_memory(),
             concurrency: default_concurrency(),
+            batch: true,
             publish_allow: default_publish_allow(),
             wasi: WasiConfig::default(),
             bindings: Vec::new(),
@@ -328,6 +342,10 @@ impl PluginConfig {
 
 fn default_plugin_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_concurrency() -> usize {
@@ -722,6 +740,15 @@ impl Config {
         }
         if self.runtime.epoch_tick.is_zero() {
             bad("runtime.epoch_tick", "must be greater than zero".into());
+        }
+        if self.runtime.batch_linger > Duration::from_millis(10) {
+            bad(
+                "runtime.batch_linger",
+                format!(
+                    "{} is too long: at most 10ms (it delays every batch)",
+                    humantime::format_duration(self.runtime.batch_linger)
+                ),
+            );
         }
         if self.runtime.overload == Overload::Shed && self.runtime.admission_wait.is_zero() {
             bad(

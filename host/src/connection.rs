@@ -63,6 +63,10 @@ pub async fn connect(
         .name(&n.name)
         .connection_timeout(n.connect_timeout)
         .subscription_capacity(n.subscription_capacity)
+        // Every subject this client publishes to is checked already: guest
+        // publishes by `subject::validate_publish`, configured ones at load,
+        // replies come from the server. A second check per message is waste.
+        .skip_subject_validation(true)
         .max_reconnects(if r.max_attempts == 0 {
             None
         } else {

@@ -84,6 +84,9 @@ pub struct BindingCounters {
     pub dead_lettered: AtomicU64,
     /// Messages shed (core) or nak'd (JetStream) because the host was saturated.
     pub shed: AtomicU64,
+    /// `handle-batch` calls that trapped or ran out of time, whose messages
+    /// were then handled again one at a time.
+    pub batches_rerun: AtomicU64,
 }
 
 /// A binding as shown in the status.
@@ -109,6 +112,7 @@ pub struct BindingStatus {
     pub publish_failed: u64,
     pub dead_lettered: u64,
     pub shed: u64,
+    pub batches_rerun: u64,
 }
 
 /// The whole status, as `GET /status` returns it.
@@ -157,6 +161,8 @@ pub struct PluginStatus {
     pub publish_refused: u64,
     /// Of those, refused by `publish_allow`.
     pub publish_forbidden: u64,
+    /// Whether core bindings hand it batches (`handle-batch`).
+    pub batched: bool,
 }
 
 fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
@@ -182,6 +188,7 @@ fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
             publish_failed: 0,
             dead_lettered: 0,
             shed: 0,
+            batches_rerun: 0,
         })
         .collect()
 }
@@ -271,6 +278,7 @@ impl StatusHub {
                     version,
                     publish_refused: c.publish_refused.load(Ordering::Relaxed),
                     publish_forbidden: c.publish_forbidden.load(Ordering::Relaxed),
+                    batched: plugin.batched(),
                 }
             })
             .collect()
@@ -295,6 +303,7 @@ impl StatusHub {
             b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
             b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
             b.shed = c.shed.load(Ordering::Relaxed);
+            b.batches_rerun = c.batches_rerun.load(Ordering::Relaxed);
         }
         status
     }

@@ -45,8 +45,32 @@ pub fn validate_filter(subject: &str) -> Result<(), SubjectError> {
 }
 
 /// A subject that may be published to: no wildcards.
+///
+/// On the hot path (every guest publish), so a valid subject is accepted in
+/// one pass over its bytes; only a bad one goes through [`check_tokens`] to
+/// say what is wrong.
 pub fn validate_publish(subject: &str) -> Result<(), SubjectError> {
-    check_tokens(subject, false)
+    let b = subject.as_bytes();
+    let mut token_start = 0;
+    let mut ok = !b.is_empty();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'.' {
+            ok &= i > token_start && !is_wildcard(&b[token_start..i]);
+            token_start = i + 1;
+        } else {
+            ok &= !c.is_ascii_whitespace();
+        }
+    }
+    ok &= b.len() > token_start && !is_wildcard(&b[token_start..]);
+    if ok {
+        Ok(())
+    } else {
+        check_tokens(subject, false)
+    }
+}
+
+fn is_wildcard(token: &[u8]) -> bool {
+    token == b"*" || token == b">"
 }
 
 /// A queue group name: non-empty, no whitespace.
@@ -62,6 +86,9 @@ pub fn validate_queue(queue: &str) -> Result<(), String> {
 
 /// Whether `subject` is matched by the subscription `filter` (NATS wildcard rules).
 pub fn matches(filter: &str, subject: &str) -> bool {
+    if filter == ">" {
+        return !subject.is_empty();
+    }
     let mut f = filter.split('.');
     let mut s = subject.split('.');
     loop {
@@ -101,12 +128,25 @@ mod tests {
             validate_publish("out.*"),
             Err(SubjectError::Wildcard(_))
         ));
+        for bad in [
+            "", " ", "a b", "a.", ".a", "a..b", "*", ">", "a.*", "a.>.b", "a.*.b", "a\tb",
+        ] {
+            // The fast pass refuses exactly what the full check refuses, with its error.
+            assert!(validate_publish(bad).is_err(), "{bad:?}");
+            assert_eq!(validate_publish(bad), check_tokens(bad, false), "{bad:?}");
+        }
+        for good in ["a", "a.b", "out.in.x", "a.b*", "a.>b", "a-b.c_d"] {
+            assert_eq!(validate_publish(good), Ok(()), "{good:?}");
+            assert_eq!(check_tokens(good, false), Ok(()), "{good:?}");
+        }
         assert!(validate_queue("workers").is_ok());
         assert!(validate_queue("a b").is_err());
     }
 
     #[test]
     fn wildcard_matching() {
+        assert!(matches(">", "in.a.b"));
+        assert!(matches(">", "in"));
         assert!(matches("in.>", "in.a.b"));
         assert!(!matches("in.>", "in"));
         assert!(matches("in.*", "in.a"));

@@ -207,6 +207,17 @@ impl Collector for StatusCollector {
             "Failed publishes, replies and acks",
             &failed,
         )?;
+        let reruns: Vec<(Labels, u64)> = s
+            .bindings
+            .iter()
+            .map(|b| (binding(b), b.batches_rerun))
+            .collect();
+        counter(
+            &mut e,
+            "wasmgate_batches_rerun",
+            "Batch calls that trapped or timed out and were handled again one message at a time",
+            &reruns,
+        )?;
         Ok(())
     }
 }

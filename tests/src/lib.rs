@@ -149,6 +149,11 @@ impl NatsServer {
         Pid::from_raw(self.child.as_ref().expect("server is running").id() as i32)
     }
 
+    /// The server process's id, while it runs.
+    pub fn process_id(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL the server and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -11,6 +11,8 @@
 pub mod bindings;
 mod host;
 
+pub use host::describe_publish_error;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,13 +27,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::config::RuntimeConfig;
 
-/// A plugin may publish at most this many messages from one `handle` call.
+/// A plugin may publish at most this many messages from the handling of one message.
 pub const MAX_PUBLISHES_PER_CALL: usize = 1024;
 
 /// A message a guest asked to publish, held until its `handle` call succeeds.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub subject: String,
+    pub subject: async_nats::Subject,
     pub payload: Bytes,
     pub headers: Vec<(String, String)>,
 }
@@ -108,7 +110,7 @@ impl Runtime {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::BatchPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

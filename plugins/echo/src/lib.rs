@@ -8,7 +8,7 @@ struct Echo;
 
 impl Handler for Echo {
     fn handle(msg: Message) -> Result<Reply, Error> {
-        let prefix = config::raw("prefix").unwrap_or_else(|| "out".to_string());
+        let prefix = config::str("prefix").unwrap_or("out");
         publish(
             &format!("{prefix}.{}", msg.subject),
             &msg.payload,

@@ -2,7 +2,7 @@
 //!
 //! A handler is a type that implements [`Handler`], exported with
 //! [`export!`](crate::export). The crate hides the WIT bindings
-//! (`wasmgate:plugin@0.1.0`, generated here by wit-bindgen) behind plain
+//! (`wasmgate:plugin@0.1.2`, world `batch-plugin`, generated here by wit-bindgen) behind plain
 //! Rust: [`Message`] with header and text helpers, [`Reply`], [`Error`]
 //! (`retry` or `reject`), [`publish`], typed [`config`] and [`log`].
 //!
@@ -29,6 +29,22 @@
 //! The handler crate is a `cdylib` built with
 //! `cargo build --release --target wasm32-wasip2`; it needs no other
 //! dependency than this crate.
+//!
+//! ## Batches
+//!
+//! [`export!`](crate::export) exports the handler twice: as
+//! `wasmgate:plugin/handler` (one message per call) and as
+//! `wasmgate:plugin/batch-handler` (many per call), which the gateway uses for
+//! core NATS bindings because one call per batch costs a fraction of one call
+//! per message. Your `handle` runs once per message either way, in order.
+//! What differs inside a batch: [`publish`] hands the message back with the
+//! result instead of calling the host, so it returns `Ok(())` at once; the
+//! host checks every publish (subject, `publish_allow`, size, count) when the
+//! batch returns, with the same rules and counters, and a publish it refuses
+//! rejects that message with the same `publish failed: ...` reason that `?`
+//! on a refused [`publish`] gives. A handler that must see a refusal itself
+//! (to retry instead, say) needs `batch = false` in its `[[plugin]]` table.
+//! Config values are read from the host once per instance and kept.
 
 use std::fmt;
 
@@ -37,7 +53,7 @@ use std::fmt;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "plugin",
+        world: "batch-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_bindings",
         default_bindings_module: "wasmgate_plugin::bindings",
@@ -55,7 +71,8 @@ pub trait Handler {
     fn handle(msg: Message) -> Result<Reply, Error>;
 }
 
-/// Export a [`Handler`] as the component's `wasmgate:plugin/handler`.
+/// Export a [`Handler`] as the component's `wasmgate:plugin/handler` and
+/// `wasmgate:plugin/batch-handler` (see [Batches](crate#batches)).
 ///
 /// Use it once per crate, at the top level: `wasmgate_plugin::export!(MyHandler);`
 #[macro_export]
@@ -73,6 +90,13 @@ macro_rules! export {
                     $crate::__private::call::<$handler>(msg)
                 }
             }
+            impl $crate::bindings::exports::wasmgate::plugin::batch_handler::Guest
+                for __WasmgateExport
+            {
+                fn handle_batch(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
+                    $crate::__private::call_batch::<$handler>(&batch)
+                }
+            }
             $crate::bindings::__export_plugin_bindings!(
                 __WasmgateExport with_types_in $crate::bindings
             );
@@ -82,13 +106,187 @@ macro_rules! export {
 
 #[doc(hidden)]
 pub mod __private {
+    use std::cell::RefCell;
+
     pub use crate::bindings::wasmgate::plugin::types::HandleError;
+    use crate::codec;
+
+    thread_local! {
+        /// While a batch runs: the encoded results so far, and the number of
+        /// publishes of the message in hand, which [`collect`] appends to it.
+        static BATCH: RefCell<Option<(Vec<u8>, u32)>> = const { RefCell::new(None) };
+    }
 
     /// Run a handler and translate its result to the WIT types.
     pub fn call<H: crate::Handler>(msg: crate::Message) -> Result<Option<Vec<u8>>, HandleError> {
         match H::handle(msg) {
             Ok(reply) => Ok(reply.0),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Run a handler on each message of an encoded batch (see
+    /// `wit/batch-handler.wit`) and encode the results. Publishes are written
+    /// straight into the results, so a message costs no allocation of the
+    /// SDK's own. A malformed batch panics, which traps: the host then sends
+    /// each message alone.
+    pub fn call_batch<H: crate::Handler>(batch: &[u8]) -> Vec<u8> {
+        let mut input = codec::Reader::new(batch);
+        let count = input.u32();
+        let mut out = Vec::with_capacity(batch.len() + 64);
+        codec::put_u32(&mut out, count);
+        for _ in 0..count {
+            let msg = input.message();
+            let start = out.len();
+            codec::begin_ok(&mut out);
+            BATCH.with(|b| *b.borrow_mut() = Some((out, 0)));
+            let result = H::handle(msg);
+            let (taken, publishes) = BATCH
+                .with(|b| b.borrow_mut().take())
+                .expect("the batch buffer is put back");
+            out = taken;
+            match result {
+                Ok(reply) => codec::end_ok(&mut out, start, publishes, reply.payload()),
+                Err(e) => {
+                    // Discard its publishes: only a success sends anything.
+                    out.truncate(start);
+                    let (tag, reason) = match &e {
+                        crate::Error::Retry(r) => (codec::RETRY, r),
+                        crate::Error::Reject(r) => (codec::REJECT, r),
+                    };
+                    codec::put_error(&mut out, tag, reason);
+                }
+            }
+        }
+        assert!(input.is_empty(), "bytes after the last message of a batch");
+        out
+    }
+
+    /// Inside a batch: append the publish to the results (the host checks
+    /// it when the batch returns). `None` outside a batch.
+    pub(crate) fn collect(
+        subject: &str,
+        payload: &[u8],
+        headers: &[crate::Header],
+    ) -> Option<Result<(), crate::PublishError>> {
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            let (out, n) = b.as_mut()?;
+            codec::put_publish(out, subject, headers, payload);
+            *n += 1;
+            Some(Ok(()))
+        })
+    }
+}
+
+/// The byte encoding of `wasmgate:plugin/batch-handler`, the guest's side
+/// (the layout is specified in `wit/batch-handler.wit`).
+mod codec {
+    use crate::{Header, Message};
+
+    const NONE: u32 = u32::MAX;
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const RETRY: u8 = 1;
+    pub(crate) const REJECT: u8 = 2;
+
+    pub(crate) fn put_u32(out: &mut Vec<u8>, n: u32) {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+
+    pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+        put_u32(out, b.len() as u32);
+        out.extend_from_slice(b);
+    }
+
+    fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
+        put_u32(out, headers.len() as u32);
+        for (k, v) in headers {
+            put_bytes(out, k.as_bytes());
+            put_bytes(out, v.as_bytes());
+        }
+    }
+
+    pub(crate) fn put_publish(
+        out: &mut Vec<u8>,
+        subject: &str,
+        headers: &[Header],
+        payload: &[u8],
+    ) {
+        put_bytes(out, subject.as_bytes());
+        put_headers(out, headers);
+        put_bytes(out, payload);
+    }
+
+    /// Start an `ok` result whose publishes follow; its count is filled in
+    /// by [`end_ok`].
+    pub(crate) fn begin_ok(out: &mut Vec<u8>) {
+        out.push(OK);
+        put_u32(out, 0);
+    }
+
+    /// Finish the `ok` result begun at `start`: its publish count, its reply.
+    pub(crate) fn end_ok(out: &mut Vec<u8>, start: usize, publishes: u32, reply: Option<&[u8]>) {
+        out[start + 1..start + 5].copy_from_slice(&publishes.to_le_bytes());
+        match reply {
+            None => put_u32(out, NONE),
+            Some(r) => put_bytes(out, r),
+        }
+    }
+
+    pub(crate) fn put_error(out: &mut Vec<u8>, tag: u8, reason: &str) {
+        out.push(tag);
+        put_bytes(out, reason.as_bytes());
+    }
+
+    /// Reads the host's encoding; malformed input panics (a host bug).
+    pub(crate) struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        pub(crate) fn new(b: &'a [u8]) -> Reader<'a> {
+            Reader(b)
+        }
+
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        pub(crate) fn u32(&mut self) -> u32 {
+            let (n, rest) = self.0.split_at(4);
+            self.0 = rest;
+            u32::from_le_bytes(n.try_into().expect("4 bytes"))
+        }
+
+        fn bytes(&mut self) -> &'a [u8] {
+            let n = self.u32() as usize;
+            let (b, rest) = self.0.split_at(n);
+            self.0 = rest;
+            b
+        }
+
+        fn string(&mut self) -> String {
+            String::from_utf8(self.bytes().to_vec()).expect("the host sends UTF-8")
+        }
+
+        pub(crate) fn message(&mut self) -> Message {
+            let subject = self.string();
+            let reply_to = if self.0[..4] == NONE.to_le_bytes() {
+                self.0 = &self.0[4..];
+                None
+            } else {
+                Some(self.string())
+            };
+            let n = self.u32() as usize;
+            let mut headers = Vec::with_capacity(n);
+            for _ in 0..n {
+                headers.push((self.string(), self.string()));
+            }
+            let payload = self.bytes().to_vec();
+            Message {
+                subject,
+                payload,
+                headers,
+                reply_to,
+            }
         }
     }
 }
@@ -258,14 +456,21 @@ pub fn describe_publish_error(e: &PublishError) -> String {
     }
 }
 
-/// Ask the host to publish a message. It is checked at once (subject syntax,
-/// size, at most 1024 per call) and sent only if `handle` returns `Ok`.
+/// Ask the host to publish a message. It is checked (subject syntax, size,
+/// permission, at most 1024 per message) and sent only if `handle` returns
+/// `Ok`. Outside a batch the check is made at once; inside one, when the
+/// batch returns, and a refusal rejects the message (see
+/// [Batches](crate#batches)).
 pub fn publish(
     subject: &str,
     payload: impl AsRef<[u8]>,
     headers: &[Header],
 ) -> Result<(), PublishError> {
-    bindings::wasmgate::plugin::publisher::publish(subject, payload.as_ref(), headers)
+    let payload = payload.as_ref();
+    match __private::collect(subject, payload, headers) {
+        Some(result) => result,
+        None => bindings::wasmgate::plugin::publisher::publish(subject, payload, headers),
+    }
 }
 
 /// The plugin's config: the `config` table of its `[[plugin]]` in the
@@ -275,7 +480,21 @@ pub mod config {
     use std::fmt;
     use std::str::FromStr;
 
+    use std::collections::BTreeMap;
+    use std::sync::OnceLock;
+
     use crate::bindings::wasmgate::plugin::config as wit;
+
+    /// The whole config, read from the host once per instance: it cannot
+    /// change while an instance lives (a reload makes new instances).
+    fn cached() -> &'static BTreeMap<String, String> {
+        static ALL: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+        ALL.get_or_init(|| wit::get_all().into_iter().collect())
+    }
+
+    fn lookup(key: &str) -> Option<String> {
+        cached().get(key).cloned()
+    }
 
     /// A config value that is missing or does not parse.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,12 +533,21 @@ pub mod config {
 
     /// The raw string value of a key.
     pub fn raw(key: &str) -> Option<String> {
-        wit::get(key)
+        lookup(key)
+    }
+
+    /// The raw value of a key, borrowed: no allocation per call, for hot
+    /// handlers (the config is read once per instance and kept).
+    pub fn str(key: &str) -> Option<&'static str> {
+        cached().get(key).map(String::as_str)
     }
 
     /// Every key and value, sorted by key.
     pub fn all() -> Vec<(String, String)> {
-        wit::get_all()
+        cached()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// An optional value: `Ok(None)` when unset, an error when it does not parse.
@@ -328,7 +556,7 @@ pub mod config {
         T: FromStr,
         T::Err: fmt::Display,
     {
-        parse(key, wit::get(key))
+        parse(key, lookup(key))
     }
 
     pub(crate) fn parse<T>(key: &str, value: Option<String>) -> Result<Option<T>, ConfigError>
@@ -490,6 +718,109 @@ mod tests {
         );
         let handle: HandleError = Error::retry("later").into();
         assert!(matches!(handle, HandleError::Retry(r) if r == "later"));
+    }
+
+    struct Fanout;
+
+    impl Handler for Fanout {
+        fn handle(msg: Message) -> Result<Reply, Error> {
+            match msg.text()? {
+                "fail" => {
+                    publish("out.discarded", b"x", &[])?;
+                    Err(Error::retry("asked to fail"))
+                }
+                "bad" => {
+                    publish("out.*", b"x", &[])?;
+                    Ok(Reply::none())
+                }
+                text => {
+                    publish("out.a", text, &msg.headers)?;
+                    publish("out.b", text, &[])?;
+                    Ok(msg.reply(text.to_uppercase()))
+                }
+            }
+        }
+    }
+
+    fn text_msg(text: &str, reply_to: Option<&str>) -> Message {
+        Message {
+            payload: text.as_bytes().to_vec(),
+            ..msg(reply_to)
+        }
+    }
+
+    /// The host's encoding of a batch (`host/src/plugin/batch.rs`).
+    fn encode(msgs: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        codec::put_u32(&mut out, msgs.len() as u32);
+        for m in msgs {
+            codec::put_bytes(&mut out, m.subject.as_bytes());
+            match &m.reply_to {
+                None => codec::put_u32(&mut out, u32::MAX),
+                Some(r) => codec::put_bytes(&mut out, r.as_bytes()),
+            }
+            codec::put_u32(&mut out, m.headers.len() as u32);
+            for (k, v) in &m.headers {
+                codec::put_bytes(&mut out, k.as_bytes());
+                codec::put_bytes(&mut out, v.as_bytes());
+            }
+            codec::put_bytes(&mut out, &m.payload);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_keeps_each_messages_publishes_apart_and_in_order() {
+        let out = __private::call_batch::<Fanout>(&encode(&[
+            text_msg("one", Some("r")),
+            text_msg("fail", None),
+            text_msg("two", None),
+        ]));
+        let mut want = Vec::new();
+        codec::put_u32(&mut want, 3);
+        let h = msg(None).headers;
+        let start = want.len();
+        codec::begin_ok(&mut want);
+        codec::put_publish(&mut want, "out.a", &h, b"one");
+        codec::put_publish(&mut want, "out.b", &[], b"one");
+        codec::end_ok(&mut want, start, 2, Some(b"ONE"));
+        // A failed message's publishes are dropped, not carried to the next.
+        codec::put_error(&mut want, codec::RETRY, "asked to fail");
+        let start = want.len();
+        codec::begin_ok(&mut want);
+        codec::put_publish(&mut want, "out.a", &h, b"two");
+        codec::put_publish(&mut want, "out.b", &[], b"two");
+        codec::end_ok(&mut want, start, 2, None);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn inside_a_batch_publish_defers_every_check_to_the_host() {
+        let out = __private::call_batch::<Fanout>(&encode(&[text_msg("bad", None)]));
+        let mut want = Vec::new();
+        codec::put_u32(&mut want, 1);
+        codec::begin_ok(&mut want);
+        codec::put_publish(&mut want, "out.*", &[], b"x");
+        codec::end_ok(&mut want, 4, 1, None);
+        assert_eq!(out, want);
+        // Outside a batch nothing is collected.
+        assert!(__private::collect("out.x", b"", &[]).is_none());
+    }
+
+    #[test]
+    fn messages_decode_as_encoded() {
+        let msgs = [msg(Some("r.1")), text_msg("", None)];
+        let encoded = encode(&msgs);
+        let mut r = codec::Reader::new(&encoded);
+        assert_eq!(r.u32(), 2);
+        for want in &msgs {
+            let got = r.message();
+            assert_eq!(
+                (&got.subject, &got.payload, &got.headers, &got.reply_to),
+                (&want.subject, &want.payload, &want.headers, &want.reply_to)
+            );
+        }
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod delivery;
 mod log;
 mod publisher;
 
+pub use publisher::describe as describe_publish_error;
+
 use super::HostState;
 use super::bindings::wasmgate::plugin::types;
 

@@ -1,13 +1,16 @@
 //! `wasmgate:plugin/publisher`: publishes are checked here, at once (subject
 //! syntax, the plugin's `publish_allow`, the server's max payload, the
-//! per-call limit), and held in the call's outbox; the dispatcher sends them
-//! in order only after `handle` returns `ok` (see `wit/publisher.wit`).
+//! per-message limit), and held in the call's outbox; the dispatcher sends
+//! them in order only after `handle` returns `ok` (see `wit/publisher.wit`).
+//!
+//! [`PluginShared::check_publish`] is the one place these rules live: the
+//! publishes a `handle-batch` call returns go through it too.
 
 use std::sync::atomic::Ordering;
 
 use crate::runtime::bindings::wasmgate::plugin::publisher::Host;
 use crate::runtime::bindings::wasmgate::plugin::types::PublishError;
-use crate::runtime::{HostState, Outgoing};
+use crate::runtime::{HostState, MAX_PUBLISHES_PER_CALL, Outgoing, PluginShared};
 use crate::subject;
 
 impl Host for HostState {
@@ -17,52 +20,74 @@ impl Host for HostState {
         payload: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Result<(), PublishError> {
-        if let Err(e) = subject::validate_publish(&subject) {
-            self.plugin
-                .counters
-                .publish_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(PublishError::InvalidSubject(e.to_string()));
-        }
-        if !self.plugin.may_publish(&subject) {
-            let counters = &self.plugin.counters;
-            counters.publish_refused.fetch_add(1, Ordering::Relaxed);
-            counters.publish_forbidden.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                plugin = self.plugin.name.as_str(),
-                %subject,
-                "publish refused: not in publish_allow"
-            );
-            return Err(PublishError::Forbidden(subject));
-        }
-        let max = self.plugin.max_payload.load(Ordering::Relaxed);
-        let size = payload.len()
-            + headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>();
-        if max > 0 && size > max {
-            self.plugin
-                .counters
-                .publish_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(PublishError::PayloadTooLarge(max as u64));
-        }
-        if self.outbox.len() >= crate::runtime::MAX_PUBLISHES_PER_CALL {
-            self.plugin
-                .counters
-                .publish_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(PublishError::Unavailable(format!(
-                "at most {} publishes per message",
-                crate::runtime::MAX_PUBLISHES_PER_CALL
-            )));
-        }
+        self.plugin
+            .check_publish(&subject, payload.len(), &headers, self.outbox.len())?;
         self.outbox.push(Outgoing {
-            subject,
+            subject: subject.into(),
             payload: payload.into(),
             headers,
         });
         Ok(())
+    }
+}
+
+impl PluginShared {
+    /// Whether this plugin may publish this message now, `queued` publishes
+    /// into the handling of one message. A refusal is counted.
+    pub fn check_publish(
+        &self,
+        subject: &str,
+        payload_len: usize,
+        headers: &[(String, String)],
+        queued: usize,
+    ) -> Result<(), PublishError> {
+        let refused = |e: PublishError| {
+            self.counters
+                .publish_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        if let Err(e) = subject::validate_publish(subject) {
+            return refused(PublishError::InvalidSubject(e.to_string()));
+        }
+        if !self.may_publish(subject) {
+            self.counters
+                .publish_forbidden
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                plugin = self.name.as_str(),
+                %subject,
+                "publish refused: not in publish_allow"
+            );
+            return refused(PublishError::Forbidden(subject.to_string()));
+        }
+        let max = self.max_payload.load(Ordering::Relaxed);
+        if max > 0 {
+            let size = payload_len
+                + headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>();
+            if size > max {
+                return refused(PublishError::PayloadTooLarge(max as u64));
+            }
+        }
+        if queued >= MAX_PUBLISHES_PER_CALL {
+            return refused(PublishError::Unavailable(format!(
+                "at most {MAX_PUBLISHES_PER_CALL} publishes per message"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `<wit-case>: <detail>`: the text the SDKs put after `publish failed: `
+/// when a refused publish rejects a message.
+pub fn describe(e: &PublishError) -> String {
+    match e {
+        PublishError::InvalidSubject(why) => format!("invalid-subject: {why}"),
+        PublishError::PayloadTooLarge(max) => format!("payload-too-large: max {max} bytes"),
+        PublishError::Forbidden(why) => format!("forbidden: {why}"),
+        PublishError::Unavailable(why) => format!("unavailable: {why}"),
     }
 }

@@ -1,7 +1,9 @@
-//! Core NATS throughput: the gateway (in this process, `echo` on `in.>`)
-//! against a native async-nats subscriber doing the same work (receive,
-//! republish the payload to `out.<subject>`), with the publisher and the
-//! output counter in a separate process. Runs alternate G,N / N,G.
+//! Core NATS throughput: the gateway (in this process, `echo` on `in.>`,
+//! batched: one `handle-batch` call per batch) against a native async-nats
+//! subscriber doing the same work (receive, republish the payload to
+//! `out.<subject>`), and the same gateway with `batch = false` (one `handle`
+//! call per message), with the publisher and the output counter in a
+//! separate process. The order of the three rotates every run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use wasmgate::Gateway;
 use wasmgate_tests::{NatsServer, plugin};
 
 use crate::child::{self, Child};
-use crate::stats::Sample;
+use crate::stats::{self, Sample};
 
 pub struct Params {
     pub messages: u64,
@@ -29,8 +31,8 @@ pub struct Params {
 pub enum Kind {
     Gateway,
     Native,
-    /// The gateway with `echo-cached` (no `config.get` per message).
-    GatewayCached,
+    /// The gateway with `batch = false`: one `handle` call per message.
+    GatewayUnbatched,
 }
 
 impl Kind {
@@ -38,7 +40,7 @@ impl Kind {
         match self {
             Kind::Gateway => "gateway",
             Kind::Native => "native",
-            Kind::GatewayCached => "gateway-echo-cached",
+            Kind::GatewayUnbatched => "gateway-unbatched",
         }
     }
 }
@@ -80,24 +82,25 @@ impl Native {
     }
 }
 
-pub fn gateway_config(server: &NatsServer, capacity: usize, wasm: &str) -> wasmgate::Config {
+pub fn gateway_config(server: &NatsServer, capacity: usize, batch: bool) -> wasmgate::Config {
     let mut config = wasmgate::Config::default();
     config.nats.servers = vec![server.url()];
     config.nats.subscription_capacity = capacity;
     config.http.listen = String::new();
-    config
-        .plugins
-        .push(plugin("echo", wasm, &["in.>"], &[("prefix", "out")]));
+    let mut echo = plugin("echo", "echo", &["in.>"], &[("prefix", "out")]);
+    echo.batch = batch;
+    config.plugins.push(echo);
     config
 }
 
 pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let mut trials = Vec::new();
     let mut k = 0;
     for run in 0..p.runs {
         // Rotate the order so that no kind always runs first or last.
-        let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayCached];
+        let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayUnbatched];
         order.rotate_left(run % 3);
         for kind in order {
             if p.gateway_only && kind != Kind::Gateway {
@@ -119,16 +122,17 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 "--idle-ms".into(),
                 "3000".into(),
             ];
+            let server_pid = server.process_id().map(|p| p.to_string());
+            let cpu_before = (
+                stats::cpu_secs("self"),
+                server_pid.as_deref().and_then(stats::cpu_secs),
+            );
             let (report, slow_sut, handled) = match kind {
-                Kind::Gateway | Kind::GatewayCached => {
-                    let wasm = if kind == Kind::Gateway {
-                        "echo"
-                    } else {
-                        "echo-cached"
-                    };
+                Kind::Gateway | Kind::GatewayUnbatched => {
+                    let batch = kind == Kind::Gateway;
                     let shutdown = CancellationToken::new();
                     let gw =
-                        Gateway::start(gateway_config(server, p.capacity, wasm), shutdown.clone())
+                        Gateway::start(gateway_config(server, p.capacity, batch), shutdown.clone())
                             .await?;
                     gw.ready(Duration::from_secs(20)).await?;
                     let report = Child::spawn(&args).await?.report().await?;
@@ -152,13 +156,29 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                     (report, slow, handled)
                 }
             };
+            // CPU of this process (the system under test: gateway or native
+            // program; the load generator is another process) and of the
+            // server over the run, per message.
+            let cpu_after = (
+                stats::cpu_secs("self"),
+                server_pid.as_deref().and_then(stats::cpu_secs),
+            );
+            let per_msg = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => (b - a) * 1e6 / report.received.max(1) as f64,
+                _ => f64::NAN,
+            };
+            let sut_cpu_us = per_msg(cpu_before.0, cpu_after.0);
+            let server_cpu_us = per_msg(cpu_before.1, cpu_after.1);
+            cpu[kind as usize].push(sut_cpu_us);
             let rate = report.received as f64 / report.last_secs;
             let publish_rate = report.published as f64 / report.publish_secs;
             eprintln!(
-                "  core {:7} run {}: {:>9.0} msg/s out ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
+                "  core {:7} run {}: {:>9.0} msg/s out, CPU {:.2} µs/msg ({:.2} in nats-server) ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
                 kind.name(),
                 run + 1,
                 rate,
+                sut_cpu_us,
+                server_cpu_us,
                 report.received,
                 report.published,
                 publish_rate,
@@ -179,12 +199,14 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 "last_output_secs": report.last_secs,
                 "slow_consumer_events_sut": slow_sut,
                 "slow_consumer_events_counter": report.slow_consumer_events,
+                "sut_cpu_us_per_msg": sut_cpu_us,
+                "server_cpu_us_per_msg": server_cpu_us,
             }));
         }
     }
     let gateway = Sample::new("msg/s", rates[0].clone());
     let native = Sample::new("msg/s", rates[1].clone());
-    let cached = Sample::new("msg/s", rates[2].clone());
+    let unbatched = Sample::new("msg/s", rates[2].clone());
     let ratio = if p.gateway_only {
         f64::NAN
     } else {
@@ -194,9 +216,16 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let pair_ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(g, n)| g / n).collect();
     eprintln!("  core gateway: {}", gateway.show());
     eprintln!("  core native:  {}", native.show());
-    eprintln!("  core gateway with echo-cached: {}", cached.show());
+    eprintln!("  core gateway, batch = false: {}", unbatched.show());
     eprintln!("  core ratio gateway/native: {ratio:.3} (target >= 0.90)");
-    let cached_ratio = cached.median / native.median;
+    let cpu: Vec<Sample> = cpu.into_iter().map(|c| Sample::new("µs/msg", c)).collect();
+    eprintln!(
+        "  core CPU per message (this process): gateway {}, native {}, batch = false {}",
+        cpu[0].show(),
+        cpu[1].show(),
+        cpu[2].show()
+    );
+    let unbatched_ratio = unbatched.median / native.median;
     Ok(json!({
         "messages": p.messages,
         "payload_bytes": p.size,
@@ -206,8 +235,13 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
         "ratio": ratio,
         "pair_ratios": Sample::new("ratio", pair_ratios),
         "target_ratio": 0.90,
-        "gateway_echo_cached": cached,
-        "ratio_echo_cached": cached_ratio,
+        "gateway_unbatched": unbatched,
+        "cpu_us_per_msg": {
+            "gateway": cpu[0],
+            "native": cpu[1],
+            "gateway_unbatched": cpu[2],
+        },
+        "ratio_unbatched": unbatched_ratio,
         "dropped_total": trials.iter().map(|t| t["dropped"].as_u64().unwrap_or(0)).sum::<u64>(),
         "slow_consumer_events_total": trials.iter().map(|t| t["slow_consumer_events_sut"].as_u64().unwrap_or(0) + t["slow_consumer_events_counter"].as_u64().unwrap_or(0)).sum::<u64>(),
         "trials": trials,

@@ -109,7 +109,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             let counter = Child::spawn(&args).await?;
             let cfg = js_config(&name);
             let report = match kind {
-                Kind::Gateway | Kind::GatewayCached => {
+                Kind::Gateway | Kind::GatewayUnbatched => {
                     let mut config = wasmgate::Config::default();
                     config.nats.servers = vec![server.url()];
                     config.http.listen = String::new();

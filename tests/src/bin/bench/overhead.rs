@@ -7,19 +7,25 @@
 //!   `ok(none)` and calls nothing: the bare component-model call (epoch
 //!   deadline set, message lowered into guest memory with the guest's own
 //!   allocations, result lifted);
-//! - `echo_call`: `Instance::handle` on `echo`: the same plus the guest's work
-//!   and its two imports (`config.get("prefix")`, `publisher.publish`, which
-//!   validates and fills the outbox);
-//! - `echo_cached_call`: `echo-cached`, which reads its prefix once: one
-//!   import per call (`publish`) instead of two;
+//! - `echo_call`: `Instance::handle` on `echo` (built with the SDK, which
+//!   reads its config once per instance): the same plus the guest's work and
+//!   one import, `publisher.publish`, which validates and fills the outbox;
+//! - `echo_cached_call`: `echo-cached`, the same handler written against the
+//!   raw bindings (no SDK);
+//! - `echo_batch_call`: `Instance::handle_batch` on `echo` with 128 messages,
+//!   per message: one call per batch, publishes returned with the results and
+//!   checked by the host;
 //! - `full_dispatch`: what `Dispatch::process_core` does per message without
 //!   the network: the tracing span, `to_wit`, `echo`'s `handle`, the
 //!   counter, and the outbox moved into the batch's output list;
+//! - `full_dispatch_batched`: the same for `Dispatch::process_core_batch`,
+//!   128 messages per `handle-batch` call;
 //! - `native_work`: the work a native republisher does for the same message
 //!   in plain Rust (look up the prefix, format the subject, take the
 //!   payload): the part of `echo` that is not overhead.
 //!
-//! Host overhead per message = `full_dispatch` − `native_work`.
+//! Host overhead per message = `full_dispatch` − `native_work` (and
+//! `full_dispatch_batched` − `native_work` for batches).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -30,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use wasmgate::dispatch::to_wit;
-use wasmgate::plugin::{Outcome, Plugin};
+use wasmgate::plugin::{Batch, Outcome, Plugin};
 use wasmgate::runtime::{Outgoing, Runtime};
 use wasmgate_tests::plugin;
 
@@ -42,14 +48,19 @@ pub struct Params {
     pub size: usize,
 }
 
-const LAYERS: [&str; 6] = [
+const LAYERS: [&str; 8] = [
     "to_wit",
     "noop_call",
     "echo_cached_call",
     "echo_call",
+    "echo_batch_call",
     "full_dispatch",
+    "full_dispatch_batched",
     "native_work",
 ];
+
+/// Messages per `handle-batch` call in the batched layers: the dispatcher's most.
+const BATCH: usize = 128;
 
 pub fn run(p: &Params) -> anyhow::Result<Value> {
     let runtime = Runtime::new(Duration::from_millis(10))?;
@@ -89,12 +100,20 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
     let config: BTreeMap<String, String> = [("prefix".to_string(), "out".to_string())].into();
     let mut out: Vec<Outgoing> = Vec::with_capacity(128);
 
+    let mut inputs = Batch::new();
+    for _ in 0..BATCH {
+        inputs.push_nats(&nats_msg);
+    }
+    anyhow::ensure!(echo_inst.batched(), "echo exports batch-handler");
+    let hs = echo_inst.handle_batch(&mut inputs)?;
+    anyhow::ensure!(hs.len() == BATCH && hs.iter().all(|h| h.outbox.len() == 1));
+
     // Check the plugins do what the layers assume before timing them.
     let h = echo_inst.handle(&input)?;
     anyhow::ensure!(h.outcome == Outcome::Ok(None) && h.outbox.len() == 1);
-    anyhow::ensure!(h.outbox[0].subject == "out.in.bench");
+    anyhow::ensure!(h.outbox[0].subject.as_str() == "out.in.bench");
     let h = cached_inst.handle(&input)?;
-    anyhow::ensure!(h.outbox.len() == 1 && h.outbox[0].subject == "out.in.bench");
+    anyhow::ensure!(h.outbox.len() == 1 && h.outbox[0].subject.as_str() == "out.in.bench");
     let h = noop_inst.handle(&input)?;
     anyhow::ensure!(h.outcome == Outcome::Ok(None) && h.outbox.is_empty());
 
@@ -119,6 +138,40 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             "echo_call" => {
                 for _ in 0..n {
                     black_box(echo_inst.handle(black_box(&input))?);
+                }
+            }
+            "echo_batch_call" => {
+                for _ in 0..n.div_ceil(BATCH as u64) {
+                    black_box(echo_inst.handle_batch(black_box(&mut inputs))?);
+                }
+            }
+            "full_dispatch_batched" => {
+                let mut encoded = Batch::new();
+                for _ in 0..n.div_ceil(BATCH as u64) {
+                    let msgs: Vec<_> = (0..BATCH).map(|_| black_box(&nats_msg).clone()).collect();
+                    encoded.clear();
+                    for m in &msgs {
+                        encoded.push_nats(m);
+                    }
+                    let hs = echo_inst.handle_batch(&mut encoded)?;
+                    for (msg, h) in msgs.into_iter().zip(hs) {
+                        let span = tracing::debug_span!(
+                            "message",
+                            messaging.system = "nats",
+                            messaging.operation = "process",
+                            messaging.destination.name = %msg.subject,
+                            messaging.message.body.size = msg.payload.len(),
+                            wasmgate.plugin = echo.name(),
+                        );
+                        let _entered = span.enter();
+                        if let Outcome::Ok(_) = h.outcome {
+                            handled.fetch_add(1, Ordering::Relaxed);
+                            out.extend(h.outbox);
+                        }
+                        black_box(msg.reply.map(|r| r.to_string()));
+                    }
+                    black_box(&out);
+                    out.clear();
                 }
             }
             "full_dispatch" => {
@@ -154,7 +207,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
                     let msg = black_box(&nats_msg).clone();
                     let prefix = config.get("prefix").cloned().unwrap_or_default();
                     black_box(Outgoing {
-                        subject: format!("{prefix}.{}", msg.subject),
+                        subject: format!("{prefix}.{}", msg.subject).into(),
                         payload: msg.payload,
                         headers: Vec::new(),
                     });
@@ -162,7 +215,12 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             }
             _ => unreachable!(),
         }
-        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+        let calls = if name.contains("batch") {
+            n.div_ceil(BATCH as u64) * BATCH as u64
+        } else {
+            n
+        };
+        Ok(start.elapsed().as_nanos() as f64 / calls as f64)
     };
 
     // Warm up every layer (code, caches, the allocator), then alternate the
@@ -190,9 +248,10 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
     }
     let get = |name: &str| samples[LAYERS.iter().position(|l| *l == name).unwrap()].median;
     let host_overhead = get("full_dispatch") - get("native_work");
+    let host_overhead_batched = get("full_dispatch_batched") - get("native_work");
     let imports_and_guest = get("echo_call") - get("noop_call");
     eprintln!(
-        "  overhead: host overhead per message (full_dispatch - native_work) = {host_overhead:.0} ns"
+        "  overhead: host overhead per message (full_dispatch - native_work) = {host_overhead:.0} ns; batched {host_overhead_batched:.0} ns"
     );
     let mut layers = serde_json::Map::new();
     for (name, s) in LAYERS.iter().zip(&samples) {
@@ -203,6 +262,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
         "payload_bytes": p.size,
         "layers": layers,
         "host_overhead_ns": host_overhead,
+        "host_overhead_batched_ns": host_overhead_batched,
         "echo_imports_and_guest_work_ns": imports_and_guest,
         "bare_call_ns": get("noop_call"),
         "config_get_import_ns": get("echo_call") - get("echo_cached_call"),

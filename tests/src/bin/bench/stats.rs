@@ -75,3 +75,17 @@ pub fn fmt(x: f64) -> String {
         format!("{x:.3}")
     }
 }
+
+/// CPU time (user + system) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (`self` for this process); `None` where there is no
+/// such file. Clock ticks are taken as 100 per second (Linux's `USER_HZ`).
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

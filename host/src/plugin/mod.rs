@@ -22,18 +22,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Component;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, InstancePre};
+use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::cache::CacheOutcome;
 use crate::config::{PluginConfig, PreopenConfig};
-use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
-use crate::runtime::bindings::{self, HandleError, Message, PluginPre};
-use crate::runtime::{HostState, Outgoing, PluginCounters, PluginShared, Runtime};
+use crate::runtime::bindings::{self, BatchIndices, HandlerIndices};
+use crate::runtime::{HostState, PluginCounters, PluginShared, Runtime};
+
+pub mod batch;
+mod instance;
+
+pub use batch::Batch;
+pub use instance::{CallError, Handled, Instance, Outcome};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -82,42 +87,14 @@ pub enum LoadError {
     },
 }
 
-/// What `handle` decided, as the guest said it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Success, with an optional reply payload.
-    Ok(Option<Vec<u8>>),
-    /// A transient failure.
-    Retry(String),
-    /// A permanent rejection.
-    Reject(String),
-}
-
-/// A call that did not return normally. The instance it ran on is discarded.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("handler exceeded its {0:?} deadline and was interrupted")]
-    Timeout(Duration),
-    #[error("handler trapped: {0}")]
-    Trap(String),
-    #[error("cannot instantiate plugin: {0}")]
-    Instantiate(String),
-}
-
-impl CallError {
-    /// The `Wasmgate-Error` kind of this failure: `timeout` or `trap`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CallError::Timeout(_) => "timeout",
-            _ => "trap",
-        }
-    }
-}
-
 /// A loaded, checked and pre-instantiated plugin.
 pub struct Plugin {
     runtime: Runtime,
-    pre: PluginPre<HostState>,
+    pre: InstancePre<HostState>,
+    handler: HandlerIndices,
+    /// Set when the component exports `batch-handler` and the config lets
+    /// the host use it.
+    batch: Option<BatchIndices>,
     shared: Arc<PluginShared>,
     path: PathBuf,
     timeout: Duration,
@@ -223,7 +200,7 @@ impl Plugin {
                 "plugin compiled"
             }
         );
-        let pre = link(runtime, &name, &path, &component)?;
+        let (pre, handler, batch) = link(runtime, &name, &path, &component)?;
         let grants = WasiGrants::resolve(&name, &config.wasi);
         // Open the preopens once now, so a bad grant stops the load, not a message.
         grants
@@ -247,6 +224,8 @@ impl Plugin {
         Ok(Plugin {
             runtime: runtime.clone(),
             pre,
+            handler,
+            batch: batch.filter(|_| config.batch),
             shared,
             path,
             timeout: config.timeout,
@@ -267,6 +246,11 @@ impl Plugin {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether core bindings hand this plugin whole batches (`handle-batch`).
+    pub fn batched(&self) -> bool {
+        self.batch.is_some()
     }
 
     /// The deadline of one `handle` call.
@@ -300,14 +284,22 @@ impl Plugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let instantiate = |store: &mut Store<HostState>| -> wasmtime::Result<_> {
+            let instance = self.pre.instantiate(&mut *store)?;
+            let handler = self.handler.load(&mut *store, &instance)?;
+            let batch = match &self.batch {
+                Some(indices) => Some(indices.load(&mut *store, &instance)?),
+                None => None,
+            };
+            Ok((handler, batch))
+        };
+        let (handler, batch) =
+            instantiate(&mut store).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Instance {
             plugin: self.clone(),
             store,
-            bindings,
+            handler,
+            batch,
         })
     }
 }
@@ -343,7 +335,7 @@ fn link(
     plugin: &str,
     path: &Path,
     component: &Component,
-) -> Result<PluginPre<HostState>, LoadError> {
+) -> Result<(InstancePre<HostState>, HandlerIndices, Option<BatchIndices>), LoadError> {
     // Semver-aware: a plugin built against any 0.1.x exports a compatible handler.
     if component
         .get_export_index(None, bindings::HANDLER_EXPORT)
@@ -372,92 +364,29 @@ fn link(
                 path: path.to_path_buf(),
                 reason: format!("{e:#}"),
             })?;
-    PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+    let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         plugin: plugin.to_string(),
         path: path.to_path_buf(),
         expected: bindings::HANDLER_EXPORT,
         world: bindings::WORLD,
         found: format!("{e:#}"),
-    })
-}
-
-/// One instance of a plugin: a store and its bindings, used by one caller at a time.
-pub struct Instance {
-    plugin: Arc<Plugin>,
-    store: Store<HostState>,
-    bindings: bindings::Plugin,
-}
-
-/// The result of a call that returned: the guest's outcome and what it asked to publish.
-#[derive(Debug)]
-pub struct Handled {
-    pub outcome: Outcome,
-    pub outbox: Vec<Outgoing>,
-}
-
-impl Instance {
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
-    /// Keep the guest's log lines (for `wasmgate invoke`).
-    pub fn capture_logs(&mut self) {
-        self.store.data_mut().log_sink = Some(Vec::new());
-    }
-
-    pub fn take_logs(&mut self) -> Vec<(&'static str, String)> {
-        self.store.data_mut().log_sink.take().unwrap_or_default()
-    }
-
-    /// Run `handle` once under the plugin's deadline. On `Err` the instance
-    /// must be dropped: a trapped component cannot be entered again.
-    pub fn handle(&mut self, msg: &Message) -> Result<Handled, CallError> {
-        self.handle_with(msg, None)
-    }
-
-    /// [`handle`](Self::handle) with the JetStream metadata the guest can read
-    /// through the `delivery` interface.
-    pub fn handle_with(
-        &mut self,
-        msg: &Message,
-        delivery: Option<JetstreamInfo>,
-    ) -> Result<Handled, CallError> {
-        self.store.data_mut().delivery = delivery;
-        let ticks = self.plugin.runtime.deadline_ticks(self.plugin.timeout);
-        self.store.set_epoch_deadline(ticks);
-        self.store.data_mut().outbox.clear();
-        let result = self
-            .bindings
-            .wasmgate_plugin_handler()
-            .call_handle(&mut self.store, msg);
-        match result {
-            Ok(result) => {
-                let mut outbox = std::mem::take(&mut self.store.data_mut().outbox);
-                let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
-                let outcome = match result {
-                    Ok(Some(reply)) if msg.reply_to.is_some() && max > 0 && reply.len() > max => {
-                        // Undeliverable: reject, so nothing is published and
-                        // the requester hears why instead of timing out.
-                        outbox.clear();
-                        Outcome::Reject(format!(
-                            "reply of {} bytes is larger than the server's max_payload of {max} bytes",
-                            reply.len()
-                        ))
-                    }
-                    Ok(reply) => Outcome::Ok(reply),
-                    Err(HandleError::Retry(reason)) => Outcome::Retry(reason),
-                    Err(HandleError::Reject(reason)) => Outcome::Reject(reason),
-                };
-                Ok(Handled { outcome, outbox })
-            }
-            Err(e) => {
-                self.store.data_mut().outbox.clear();
-                if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    Err(CallError::Timeout(self.plugin.timeout))
-                } else {
-                    Err(CallError::Trap(format!("{e:#}")))
-                }
-            }
-        }
-    }
+    };
+    let handler = HandlerIndices::new(&instance_pre).map_err(wrong_world)?;
+    // Optional: absent is fine, but present with the wrong shape is a bad build.
+    let batch = if component
+        .get_export_index(None, bindings::BATCH_HANDLER_EXPORT)
+        .is_some()
+    {
+        let indices = BatchIndices::new(&instance_pre).map_err(|e| LoadError::WrongWorld {
+            plugin: plugin.to_string(),
+            path: path.to_path_buf(),
+            expected: bindings::BATCH_HANDLER_EXPORT,
+            world: bindings::BATCH_WORLD,
+            found: format!("{e:#}"),
+        })?;
+        Some(indices)
+    } else {
+        None
+    };
+    Ok((instance_pre, handler, batch))
 }

@@ -1,0 +1,402 @@
+//! The hot path: take messages from one binding, run each through the
+//! plugin, and act on what `handle` decided.
+//!
+//! Core NATS bindings:
+//! - `ok(reply)`: send the call's outbox in order, then the reply to reply-to.
+//! - `retry` / `reject`: count it; a requester gets an error reply (header
+//!   `Wasmgate-Error`) instead of a timeout. Core NATS has no redelivery.
+//! - trap or deadline: count it, drop the instance (a trapped component cannot
+//!   be re-entered) and take a fresh one for the next message.
+//!
+//! JetStream bindings follow the ack rules in [`crate::jetstream`]: ack after
+//! `ok` and its output, nak with a delay on `retry`/trap, dead-letter and term
+//! on `reject` or the last allowed delivery.
+//!
+//! Each binding gets one thread from tokio's blocking pool per connection
+//! (per worker, with `concurrency`), with one instance, handling messages in
+//! order. Wasm calls are synchronous with an epoch deadline, so they run off
+//! the async workers: a slow guest never stalls the connection or the health
+//! probe, and WASI's own blocking bridges work. The thread takes every
+//! message that is already buffered (up to a batch), runs them, then sends
+//! all their output in one go, so the async hand-off is paid per batch, not
+//! per message.
+//!
+//! A plugin that exports `batch-handler` gets a core binding's batch in one
+//! `handle-batch` call ([`core`]): crossing into wasm and back costs about as
+//! much as a plugin's whole work on a small message, so paying it once per
+//! batch is what brings a plugin close to native throughput. A batch that
+//! traps or runs out of time is re-run one message at a time on fresh
+//! instances, so only the message at fault fails; batches that keep running
+//! out of time are made smaller.
+//!
+//! `stop` retires the thread with its connection; `shutdown` drains a core
+//! subscription and finishes what the server already sent (a JetStream
+//! binding naks what it prefetched, so it is redelivered at once elsewhere).
+
+mod admission;
+mod core;
+mod jetstream;
+mod output;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::AckKind;
+use async_nats::{Client, Subscriber};
+use futures::FutureExt;
+use futures::StreamExt;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+pub use self::admission::Admission;
+use self::admission::Admit;
+use self::output::Send;
+use crate::jetstream::{JsSource, Settle};
+use crate::plugin::{Batch, CallError, Handled, Instance, Plugin};
+use crate::reload::PluginSlot;
+use crate::runtime::bindings::Message;
+use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
+use crate::status::BindingCounters;
+
+/// Header carried by an error reply: `retry`, `reject`, `trap`, `timeout` or `overloaded`.
+pub const ERROR_HEADER: &str = "Wasmgate-Error";
+
+/// Where a binding's messages come from.
+pub enum Source {
+    Core(Subscriber),
+    JetStream(JsSource),
+}
+
+/// Everything one dispatch thread needs.
+pub struct Dispatch {
+    /// Where the plugin's current version lives (hot reload swaps it).
+    pub slot: Arc<PluginSlot>,
+    /// The version this worker runs; refreshed between batches.
+    pub plugin: Arc<Plugin>,
+    pub version: u64,
+    pub counters: Arc<BindingCounters>,
+    pub client: Client,
+    pub source: Source,
+    /// Retire with the connection: stop after the message in hand.
+    pub stop: CancellationToken,
+    /// Gateway shutdown: drain, finish what arrived, then stop.
+    pub shutdown: CancellationToken,
+    pub drain_timeout: Duration,
+    /// `runtime.batch_linger`: how long a core batch waits for more messages.
+    pub linger: Duration,
+    /// The host-wide cap on batches in flight, when configured.
+    pub admission: Option<Arc<Admission>>,
+}
+
+/// Most messages taken from the source before their output is sent.
+const BATCH: usize = 128;
+
+enum Step {
+    Batch,
+    Stop,
+    Shutdown,
+}
+
+enum Incoming {
+    Core(async_nats::Message),
+    Js(async_nats::jetstream::Message),
+}
+
+impl Dispatch {
+    /// Run on a blocking-pool thread until retired or drained.
+    pub fn run(self) {
+        let rt = Handle::current();
+        let (tx, rx) = tokio::sync::mpsc::channel(output::DEPTH);
+        let output = rt.spawn(output::Output::new(&self).run(rx));
+        if self.handle(&rt, &tx) {
+            // Drained: wait until the output of the last batches is out.
+            drop(tx);
+            let _ = rt.block_on(output);
+        }
+    }
+
+    /// The worker's loop; `true` after a drain, `false` when retired.
+    fn handle(mut self, rt: &Handle, tx: &tokio::sync::mpsc::Sender<Vec<Send>>) -> bool {
+        let mut instance: Option<Instance> = None;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut out = Vec::with_capacity(BATCH);
+        let mut limit = core::BatchLimit::new(self.plugin.timeout());
+        let mut encoded = Batch::new();
+        loop {
+            match rt.block_on(self.next_batch(&mut batch, limit.get())) {
+                Step::Batch => {}
+                Step::Stop => return false,
+                Step::Shutdown => break,
+            }
+            self.linger(&mut batch, limit.get());
+            // A reloaded plugin takes over between batches: the batch in hand
+            // finished on the old instance, the next starts on the new one.
+            if self.slot.version() != self.version {
+                (self.plugin, self.version) = self.slot.current();
+                instance = None;
+                tracing::info!(
+                    plugin = self.plugin.name(),
+                    version = self.version,
+                    "worker switched to the reloaded plugin"
+                );
+            }
+            // Held for the whole batch: one acquisition per batch, not per message.
+            let _slot = match &self.admission {
+                None => None,
+                Some(a) => match rt.block_on(a.admit(&self.stop)) {
+                    Admit::Granted(permit) => Some(permit),
+                    Admit::Stopped => return false,
+                    Admit::Shed => {
+                        self.shed(&mut batch, &mut out);
+                        if !rt.block_on(self.hand_off(tx, &mut out)) {
+                            return false;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let started = Instant::now();
+            if self.plugin.batched() && matches!(self.source, Source::Core(_)) {
+                self.process_core_batch(
+                    &mut instance,
+                    &mut batch,
+                    &mut encoded,
+                    &mut limit,
+                    &mut out,
+                );
+            } else {
+                for msg in batch.drain(..) {
+                    self.process(rt, &mut instance, msg, started, &mut out);
+                }
+            }
+            if !rt.block_on(self.hand_off(tx, &mut out)) {
+                return false;
+            }
+        }
+
+        let rest = rt.block_on(self.drain());
+        let mut rest: Vec<Incoming> = rest.into_iter().map(Incoming::Core).collect();
+        if self.plugin.batched() {
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(limit.get()));
+                self.process_core_batch(
+                    &mut instance,
+                    &mut rest,
+                    &mut encoded,
+                    &mut limit,
+                    &mut out,
+                );
+                rest = tail;
+            }
+        } else {
+            for msg in rest {
+                self.process(rt, &mut instance, msg, Instant::now(), &mut out);
+            }
+        }
+        rt.block_on(self.hand_off(tx, &mut out))
+    }
+
+    /// Wait for a message, then take up to `limit` in all of those already buffered.
+    async fn next_batch(&mut self, batch: &mut Vec<Incoming>, limit: usize) -> Step {
+        match &mut self.source {
+            Source::Core(sub) => {
+                let first = tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Step::Stop,
+                    _ = self.shutdown.cancelled() => return Step::Shutdown,
+                    msg = sub.next() => match msg {
+                        Some(msg) => msg,
+                        None => return Step::Stop,
+                    },
+                };
+                batch.push(Incoming::Core(first));
+                while batch.len() < limit {
+                    match sub.next().now_or_never() {
+                        Some(Some(msg)) => batch.push(Incoming::Core(msg)),
+                        _ => break,
+                    }
+                }
+            }
+            Source::JetStream(js) => {
+                let first = tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Step::Stop,
+                    _ = self.shutdown.cancelled() => return Step::Shutdown,
+                    msg = js.next(&self.stop) => match msg {
+                        Some(msg) => msg,
+                        None => return Step::Stop,
+                    },
+                };
+                batch.push(Incoming::Js(first));
+                while batch.len() < limit {
+                    match js.try_next() {
+                        Some(msg) => batch.push(Incoming::Js(msg)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Step::Batch
+    }
+
+    /// Give a core batch that is not full a moment to fill up. Sleeping here
+    /// rather than parking until the next message means the connection's
+    /// task does not wake this thread for each message: under load, one
+    /// wake-up serves a whole batch.
+    fn linger(&mut self, batch: &mut Vec<Incoming>, limit: usize) {
+        let Source::Core(sub) = &mut self.source else {
+            return;
+        };
+        if self.linger.is_zero() || batch.len() >= limit {
+            return;
+        }
+        std::thread::sleep(self.linger);
+        while batch.len() < limit {
+            match sub.next().now_or_never() {
+                Some(Some(msg)) => batch.push(Incoming::Core(msg)),
+                _ => break,
+            }
+        }
+    }
+
+    /// Shutdown: a core subscription is drained (the server stops sending and
+    /// what it sent is returned for handling); prefetched JetStream messages
+    /// are nak'd so they are redelivered at once.
+    async fn drain(&mut self) -> Vec<async_nats::Message> {
+        let mut rest = Vec::new();
+        match &mut self.source {
+            Source::Core(sub) => {
+                if let Err(e) = sub.drain().await {
+                    tracing::warn!(plugin = self.plugin.name(), error = %e, "drain request failed");
+                }
+                let deadline = tokio::time::Instant::now() + self.drain_timeout;
+                while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+                    rest.push(msg);
+                }
+            }
+            Source::JetStream(js) => {
+                let naks = async {
+                    while let Some(msg) = js.try_next() {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(self.drain_timeout, naks).await;
+            }
+        }
+        rest
+    }
+
+    /// The host is saturated: drop core messages (telling requesters) and
+    /// nak JetStream ones with their backoff delay.
+    fn shed(&self, batch: &mut Vec<Incoming>, out: &mut Vec<Send>) {
+        self.counters
+            .shed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            plugin = self.plugin.name(),
+            messages = batch.len(),
+            "host saturated: shedding"
+        );
+        for msg in batch.drain(..) {
+            match msg {
+                Incoming::Core(m) => {
+                    if let Some(to) = m.reply {
+                        out.push(Send::Error {
+                            to: to.to_string(),
+                            kind: "overloaded",
+                            reason: "the gateway is saturated; try again".into(),
+                        });
+                    }
+                }
+                Incoming::Js(m) => {
+                    let delay = match &self.source {
+                        Source::JetStream(js) => {
+                            let delivered =
+                                crate::jetstream::delivery_info(&m).map_or(1, |d| d.delivered);
+                            js.binding.nak_delay(delivered)
+                        }
+                        Source::Core(_) => None,
+                    };
+                    out.push(Send::Settle {
+                        msg: m,
+                        settle: Settle::Nak(delay),
+                    });
+                }
+            }
+        }
+    }
+
+    fn process(
+        &self,
+        rt: &Handle,
+        instance: &mut Option<Instance>,
+        msg: Incoming,
+        batch_started: Instant,
+        out: &mut Vec<Send>,
+    ) {
+        let (subject, size) = match &msg {
+            Incoming::Core(m) => (m.subject.as_str(), m.payload.len()),
+            Incoming::Js(m) => (m.subject.as_str(), m.payload.len()),
+        };
+        let span = self.message_span(subject, size);
+        let _entered = span.enter();
+        match msg {
+            Incoming::Core(msg) => self.process_core(instance, msg, out),
+            Incoming::Js(msg) => self.process_js(rt, instance, msg, batch_started, out),
+        }
+    }
+
+    /// The span of one message, with the `messaging.*` fields.
+    fn message_span(&self, subject: &str, size: usize) -> tracing::Span {
+        tracing::debug_span!(
+            "message",
+            messaging.system = "nats",
+            messaging.operation = "process",
+            messaging.destination.name = %subject,
+            messaging.message.body.size = size,
+            wasmgate.plugin = self.plugin.name(),
+        )
+    }
+
+    /// Run `handle`, replacing a trapped instance. `Err` is a trap or deadline.
+    fn call(
+        &self,
+        instance: &mut Option<Instance>,
+        input: &Message,
+        delivery: Option<JetstreamInfo>,
+    ) -> Result<Handled, CallError> {
+        let inst = match instance {
+            Some(inst) => inst,
+            None => instance.insert(self.plugin.instantiate()?),
+        };
+        let result = inst.handle_with(input, delivery);
+        if result.is_err() {
+            *instance = None;
+        }
+        result
+    }
+}
+
+/// The WIT view of a NATS message.
+pub fn to_wit(msg: async_nats::Message) -> Message {
+    let headers = msg
+        .headers
+        .as_ref()
+        .map(|h| {
+            h.iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (name.to_string(), v.as_str().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        subject: msg.subject.to_string(),
+        payload: msg.payload.to_vec(),
+        headers,
+        reply_to: msg.reply.map(|r| r.to_string()),
+    }
+}

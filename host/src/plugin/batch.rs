@@ -1,0 +1,367 @@
+//! The byte encoding of `wasmgate:plugin/batch-handler` (specified in
+//! `wit/batch-handler.wit`): [`Batch`] writes the messages of a batch into one
+//! reusable buffer, straight from the NATS messages; [`decode`] reads the
+//! guest's results without copying payloads (they are slices of the one
+//! buffer the call returned). The Rust SDK holds the guest's side.
+
+use bytes::{Buf, Bytes};
+
+use crate::runtime::bindings::Message;
+
+const NONE: u32 = u32::MAX;
+const OK: u8 = 0;
+const RETRY: u8 = 1;
+const REJECT: u8 = 2;
+
+/// Messages encoded for one `handle-batch` call.
+#[derive(Debug)]
+pub struct Batch {
+    buf: Vec<u8>,
+    /// Per message: whether it has a reply-to (a reply is sent only then).
+    asks_reply: Vec<bool>,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new()
+    }
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        Batch {
+            buf,
+            asks_reply: Vec::with_capacity(128),
+        }
+    }
+
+    /// Empty it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.buf.truncate(4);
+        self.asks_reply.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.asks_reply.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.asks_reply.is_empty()
+    }
+
+    pub(crate) fn asks_reply(&self, i: usize) -> bool {
+        self.asks_reply[i]
+    }
+
+    /// Add one message.
+    pub fn push<'a>(
+        &mut self,
+        subject: &str,
+        reply_to: Option<&str>,
+        headers: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        payload: &[u8],
+    ) {
+        self.str(subject);
+        match reply_to {
+            Some(r) => self.str(r),
+            None => self.u32(NONE),
+        }
+        self.u32(headers.len() as u32);
+        for (name, value) in headers {
+            self.str(name);
+            self.str(value);
+        }
+        self.bytes(payload);
+        self.asks_reply.push(reply_to.is_some());
+    }
+
+    /// Add a NATS message.
+    pub fn push_nats(&mut self, msg: &async_nats::Message) {
+        let headers: Vec<(&str, &str)> = match &msg.headers {
+            None => Vec::new(),
+            Some(h) => h
+                .iter()
+                .flat_map(|(name, values)| {
+                    let name: &str = name.as_ref();
+                    values.iter().map(move |v| (name, v.as_str()))
+                })
+                .collect(),
+        };
+        self.push(
+            &msg.subject,
+            msg.reply.as_deref(),
+            headers.into_iter(),
+            &msg.payload,
+        );
+    }
+
+    /// Add a message in its WIT form.
+    pub fn push_wit(&mut self, msg: &Message) {
+        self.push(
+            &msg.subject,
+            msg.reply_to.as_deref(),
+            msg.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &msg.payload,
+        );
+    }
+
+    /// The encoded batch (its count written in).
+    pub fn encoded(&mut self) -> &[u8] {
+        let n = self.asks_reply.len() as u32;
+        self.buf[..4].copy_from_slice(&n.to_le_bytes());
+        &self.buf
+    }
+
+    fn u32(&mut self, n: u32) {
+        self.buf.extend_from_slice(&n.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.buf.extend_from_slice(b);
+    }
+}
+
+/// One message's result as the guest encoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Raw {
+    Ok {
+        reply: Option<Bytes>,
+        publishes: Vec<RawPublish>,
+    },
+    Retry(String),
+    Reject(String),
+}
+
+/// A publish as the guest encoded it; the subject is checked to be UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPublish {
+    pub subject: async_nats::Subject,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+/// Read the results of a batch of `expected` messages.
+pub fn decode(out: Bytes, expected: usize) -> Result<Vec<Raw>, String> {
+    let mut r = Reader(out);
+    let count = r.u32()? as usize;
+    if count != expected {
+        return Err(format!("{count} results for {expected} messages"));
+    }
+    let mut results = Vec::with_capacity(count);
+    for i in 0..count {
+        let result = match r.u8()? {
+            OK => {
+                let n = r.u32()? as usize;
+                let mut publishes = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let subject = async_nats::Subject::from_utf8(r.bytes()?)
+                        .map_err(|e| format!("a publish subject is not UTF-8: {e}"))?;
+                    let headers = r.headers()?;
+                    let payload = r.bytes()?;
+                    publishes.push(RawPublish {
+                        subject,
+                        headers,
+                        payload,
+                    });
+                }
+                let reply = r.opt_bytes()?;
+                Raw::Ok { reply, publishes }
+            }
+            RETRY => Raw::Retry(r.string()?),
+            REJECT => Raw::Reject(r.string()?),
+            tag => return Err(format!("result {i}: unknown tag {tag}")),
+        };
+        results.push(result);
+    }
+    if r.0.has_remaining() {
+        return Err(format!("{} bytes after the last result", r.0.remaining()));
+    }
+    Ok(results)
+}
+
+struct Reader(Bytes);
+
+impl Reader {
+    fn need(&self, n: usize) -> Result<(), String> {
+        if self.0.remaining() < n {
+            return Err(format!(
+                "truncated: {n} bytes needed, {} left",
+                self.0.remaining()
+            ));
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        self.need(1)?;
+        Ok(self.0.get_u8())
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        self.need(4)?;
+        Ok(self.0.get_u32_le())
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, String> {
+        let n = self.u32()? as usize;
+        self.need(n)?;
+        Ok(self.0.split_to(n))
+    }
+
+    fn opt_bytes(&mut self) -> Result<Option<Bytes>, String> {
+        self.need(4)?;
+        if self.0[..4] == NONE.to_le_bytes() {
+            self.0.advance(4);
+            return Ok(None);
+        }
+        self.bytes().map(Some)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|e| format!("a string is not UTF-8: {e}"))
+    }
+
+    fn headers(&mut self) -> Result<Vec<(String, String)>, String> {
+        let n = self.u32()? as usize;
+        let mut headers = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            headers.push((self.string()?, self.string()?));
+        }
+        Ok(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The results encoding, written the way the SDK writes it.
+    fn ok(out: &mut Vec<u8>, reply: Option<&[u8]>, publishes: &[(&str, &[(&str, &str)], &[u8])]) {
+        out.push(OK);
+        out.extend_from_slice(&(publishes.len() as u32).to_le_bytes());
+        for (subject, headers, payload) in publishes {
+            put(out, subject.as_bytes());
+            out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+            for (k, v) in *headers {
+                put(out, k.as_bytes());
+                put(out, v.as_bytes());
+            }
+            put(out, payload);
+        }
+        match reply {
+            None => out.extend_from_slice(&NONE.to_le_bytes()),
+            Some(r) => put(out, r),
+        }
+    }
+
+    fn put(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+
+    #[test]
+    fn encodes_messages_in_the_documented_layout() {
+        let mut b = Batch::new();
+        b.push("in.a", Some("r.1"), [("k", "v")].into_iter(), b"hi");
+        b.push("in.b", None, std::iter::empty(), b"");
+        let mut want = Vec::new();
+        want.extend_from_slice(&2u32.to_le_bytes());
+        put(&mut want, b"in.a");
+        put(&mut want, b"r.1");
+        want.extend_from_slice(&1u32.to_le_bytes());
+        put(&mut want, b"k");
+        put(&mut want, b"v");
+        put(&mut want, b"hi");
+        put(&mut want, b"in.b");
+        want.extend_from_slice(&NONE.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes());
+        put(&mut want, b"");
+        assert_eq!(b.encoded(), &want[..]);
+        assert!(b.asks_reply(0) && !b.asks_reply(1));
+        b.clear();
+        assert_eq!(b.encoded(), &0u32.to_le_bytes());
+    }
+
+    #[test]
+    fn decodes_every_result_kind() {
+        let mut out = 3u32.to_le_bytes().to_vec();
+        ok(
+            &mut out,
+            Some(b"R"),
+            &[("out.a", &[("h", "1")], b"A"), ("out.b", &[], b"B")],
+        );
+        out.push(RETRY);
+        put(&mut out, b"later");
+        out.push(REJECT);
+        put(&mut out, b"never");
+        let results = decode(Bytes::from(out), 3).unwrap();
+        let Raw::Ok { reply, publishes } = &results[0] else {
+            panic!("{results:?}")
+        };
+        assert_eq!(reply.as_deref(), Some(&b"R"[..]));
+        assert_eq!(publishes.len(), 2);
+        assert_eq!(publishes[0].subject.as_str(), "out.a");
+        assert_eq!(publishes[0].headers, [("h".to_string(), "1".to_string())]);
+        assert_eq!(&publishes[1].payload[..], b"B");
+        assert_eq!(results[1], Raw::Retry("later".into()));
+        assert_eq!(results[2], Raw::Reject("never".into()));
+    }
+
+    #[test]
+    fn malformed_results_are_errors_not_panics() {
+        let mut good = 1u32.to_le_bytes().to_vec();
+        ok(&mut good, None, &[("out.a", &[], b"A")]);
+        assert!(decode(Bytes::from(good.clone()), 1).is_ok());
+        assert_eq!(
+            decode(Bytes::from(good.clone()), 2).unwrap_err(),
+            "1 results for 2 messages"
+        );
+        // Every truncation of a good encoding is refused.
+        for n in 0..good.len() {
+            assert!(
+                decode(Bytes::copy_from_slice(&good[..n]), 1).is_err(),
+                "{n}"
+            );
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        assert_eq!(
+            decode(Bytes::from(extra), 1).unwrap_err(),
+            "1 bytes after the last result"
+        );
+        let mut bad_tag = 1u32.to_le_bytes().to_vec();
+        bad_tag.push(9);
+        assert_eq!(
+            decode(Bytes::from(bad_tag), 1).unwrap_err(),
+            "result 0: unknown tag 9"
+        );
+        let mut huge = 1u32.to_le_bytes().to_vec();
+        huge.push(OK);
+        huge.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
+        assert!(
+            decode(Bytes::from(huge), 1)
+                .unwrap_err()
+                .starts_with("truncated")
+        );
+        let mut not_utf8 = 1u32.to_le_bytes().to_vec();
+        not_utf8.push(OK);
+        not_utf8.extend_from_slice(&1u32.to_le_bytes());
+        put(&mut not_utf8, &[0xff]);
+        not_utf8.extend_from_slice(&0u32.to_le_bytes());
+        put(&mut not_utf8, b"");
+        not_utf8.extend_from_slice(&NONE.to_le_bytes());
+        assert!(
+            decode(Bytes::from(not_utf8), 1)
+                .unwrap_err()
+                .contains("UTF-8")
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! One instance of a plugin: a store, its exports, and the calls made on it,
+//! one caller at a time. `handle` runs one message; `handle_batch` runs many
+//! in one call when the plugin exports `batch-handler`, and applies the same
+//! rules to each message's result (publish checks, reply size) as the
+//! `publisher` import and [`Instance::handle`] do.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmtime::{Store, Trap};
+
+use super::Plugin;
+use super::batch::{self, Batch, Raw, RawPublish};
+use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
+use crate::runtime::bindings::{BatchGuest, HandleError, HandlerGuest, Message};
+use crate::runtime::{HostState, Outgoing, describe_publish_error};
+
+/// What `handle` decided, as the guest said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success, with an optional reply payload.
+    Ok(Option<Vec<u8>>),
+    /// A transient failure.
+    Retry(String),
+    /// A permanent rejection.
+    Reject(String),
+}
+
+/// A call that did not return normally. The instance it ran on is discarded.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("handler exceeded its {0:?} deadline and was interrupted")]
+    Timeout(Duration),
+    #[error("handler trapped: {0}")]
+    Trap(String),
+    #[error("cannot instantiate plugin: {0}")]
+    Instantiate(String),
+    /// `handle-batch` returned something other than one result per message.
+    #[error("handler broke the batch contract: {0}")]
+    Contract(String),
+}
+
+impl CallError {
+    /// The `Wasmgate-Error` kind of this failure: `timeout` or `trap`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "timeout",
+            _ => "trap",
+        }
+    }
+}
+
+/// One instance of a plugin: a store and its bindings, used by one caller at a time.
+pub struct Instance {
+    pub(super) plugin: Arc<Plugin>,
+    pub(super) store: Store<HostState>,
+    pub(super) handler: HandlerGuest,
+    pub(super) batch: Option<BatchGuest>,
+}
+
+/// The result of a call that returned: the guest's outcome and what it asked to publish.
+#[derive(Debug)]
+pub struct Handled {
+    pub outcome: Outcome,
+    pub outbox: Vec<Outgoing>,
+}
+
+impl Instance {
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Keep the guest's log lines (for `wasmgate invoke`).
+    pub fn capture_logs(&mut self) {
+        self.store.data_mut().log_sink = Some(Vec::new());
+    }
+
+    pub fn take_logs(&mut self) -> Vec<(&'static str, String)> {
+        self.store.data_mut().log_sink.take().unwrap_or_default()
+    }
+
+    /// Run `handle` once under the plugin's deadline. On `Err` the instance
+    /// must be dropped: a trapped component cannot be entered again.
+    pub fn handle(&mut self, msg: &Message) -> Result<Handled, CallError> {
+        self.handle_with(msg, None)
+    }
+
+    /// [`handle`](Self::handle) with the JetStream metadata the guest can read
+    /// through the `delivery` interface.
+    pub fn handle_with(
+        &mut self,
+        msg: &Message,
+        delivery: Option<JetstreamInfo>,
+    ) -> Result<Handled, CallError> {
+        self.store.data_mut().delivery = delivery;
+        self.arm_deadline();
+        self.store.data_mut().outbox.clear();
+        let result = self.handler.call_handle(&mut self.store, msg);
+        match result {
+            Ok(result) => {
+                let outbox = std::mem::take(&mut self.store.data_mut().outbox);
+                Ok(self.handled(msg.reply_to.is_some(), result, outbox))
+            }
+            Err(e) => {
+                self.store.data_mut().outbox.clear();
+                Err(self.call_error(e))
+            }
+        }
+    }
+
+    /// Whether [`handle_batch`](Self::handle_batch) is available.
+    pub fn batched(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Run `handle-batch` once on `batch`, under one deadline (the plugin's
+    /// timeout), and check each message's publishes as the `publisher`
+    /// import would. One [`Handled`] per message, in order. On `Err` nothing
+    /// of the batch may be acted on and the instance must be dropped.
+    ///
+    /// # Panics
+    /// When the plugin has no batch export ([`batched`](Self::batched)).
+    pub fn handle_batch(&mut self, batch: &mut Batch) -> Result<Vec<Handled>, CallError> {
+        self.store.data_mut().delivery = None;
+        self.arm_deadline();
+        let export = self
+            .batch
+            .as_ref()
+            .expect("handle_batch on an unbatched plugin");
+        let out = export
+            .call_handle_batch(&mut self.store, batch.encoded())
+            .map_err(|e| self.call_error(e))?;
+        let results = batch::decode(Bytes::from(out), batch.len()).map_err(CallError::Contract)?;
+        Ok(results
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let (result, outbox) = match raw {
+                    Raw::Ok { reply, publishes } => self.accept_publishes(reply, publishes),
+                    Raw::Retry(reason) => (Err(HandleError::Retry(reason)), Vec::new()),
+                    Raw::Reject(reason) => (Err(HandleError::Reject(reason)), Vec::new()),
+                };
+                self.handled(batch.asks_reply(i), result, outbox)
+            })
+            .collect())
+    }
+
+    fn arm_deadline(&mut self) {
+        let ticks = self.plugin.runtime.deadline_ticks(self.plugin.timeout);
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    /// The publishes of one message of a batch, checked like the import
+    /// checks them; the first refusal rejects the message (what was accepted
+    /// before it is returned, to be discarded).
+    fn accept_publishes(
+        &self,
+        reply: Option<Bytes>,
+        publishes: Vec<RawPublish>,
+    ) -> (Result<Option<Vec<u8>>, HandleError>, Vec<Outgoing>) {
+        let shared = &self.plugin.shared;
+        let mut outbox = Vec::with_capacity(publishes.len());
+        for p in publishes {
+            if let Err(e) =
+                shared.check_publish(&p.subject, p.payload.len(), &p.headers, outbox.len())
+            {
+                let reason = format!("publish failed: {}", describe_publish_error(&e));
+                return (Err(HandleError::Reject(reason)), outbox);
+            }
+            outbox.push(Outgoing {
+                subject: p.subject,
+                payload: p.payload,
+                headers: p.headers,
+            });
+        }
+        (Ok(reply.map(|r| r.to_vec())), outbox)
+    }
+
+    /// The guest's answer for one message as an [`Outcome`], with the
+    /// publishes it made (sent only on `Ok`). A reply larger than the
+    /// server's max payload cannot be delivered, so it rejects.
+    fn handled(
+        &self,
+        asks_reply: bool,
+        result: Result<Option<Vec<u8>>, HandleError>,
+        mut outbox: Vec<Outgoing>,
+    ) -> Handled {
+        let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
+        let outcome = match result {
+            Ok(Some(reply)) if asks_reply && max > 0 && reply.len() > max => {
+                // Undeliverable: reject, so nothing is published and the
+                // requester hears why instead of timing out.
+                outbox.clear();
+                Outcome::Reject(format!(
+                    "reply of {} bytes is larger than the server's max_payload of {max} bytes",
+                    reply.len()
+                ))
+            }
+            Ok(reply) => Outcome::Ok(reply),
+            Err(HandleError::Retry(reason)) => Outcome::Retry(reason),
+            Err(HandleError::Reject(reason)) => Outcome::Reject(reason),
+        };
+        Handled { outcome, outbox }
+    }
+
+    fn call_error(&self, e: wasmtime::Error) -> CallError {
+        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            CallError::Timeout(self.plugin.timeout)
+        } else {
+            CallError::Trap(format!("{e:#}"))
+        }
+    }
+}

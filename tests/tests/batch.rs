@@ -1,0 +1,255 @@
+//! Batches: a plugin built with the Rust SDK exports `batch-handler`, and the
+//! gateway hands it a core binding's messages in one `handle-batch` call. One
+//! bad message in a batch (a trap, a deadline, a refused publish, an error)
+//! fails alone: the others are handled, their output goes out in order, and
+//! the counters say what happened. `batch = false` turns batching off.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wasmgate::Gateway;
+use wasmgate::dispatch::ERROR_HEADER;
+use wasmgate::status::BindingStatus;
+use wasmgate_tests::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The plugin's `timeout`: what a looping message costs, twice (in its batch,
+/// then alone).
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+struct Fixture {
+    _server: NatsServer,
+    gw: Gateway,
+    shutdown: CancellationToken,
+    nc: Client,
+}
+
+impl Fixture {
+    async fn start(batch: bool) -> Fixture {
+        init_logs();
+        let server = NatsServer::start();
+        let mut config = test_config(&[server.url()]);
+        let mut p = plugin("fb", "faulty-batched", &["b.>"], &[("prefix", "out")]);
+        p.timeout = TIMEOUT;
+        p.publish_allow = vec!["out.>".into()];
+        p.batch = batch;
+        config.plugins.push(p);
+        // Built without the SDK: exports `handler` only.
+        config.plugins.push(plugin(
+            "plain",
+            "echo-cached",
+            &["p.>"],
+            &[("prefix", "out")],
+        ));
+        let shutdown = CancellationToken::new();
+        let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+        gw.ready(WAIT).await.unwrap();
+        let nc = client(&server).await;
+        Fixture {
+            _server: server,
+            gw,
+            shutdown,
+            nc,
+        }
+    }
+
+    fn binding(&self) -> BindingStatus {
+        self.gw.status().bindings[0].clone()
+    }
+
+    async fn ask(&self, payload: &str) -> async_nats::Message {
+        tokio::time::timeout(WAIT, self.nc.request("b.ask", payload.to_string().into()))
+            .await
+            .unwrap_or_else(|_| panic!("{payload}: a reply, not a timeout"))
+            .unwrap_or_else(|e| panic!("{payload}: request failed: {e}"))
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        self.gw.wait().await.unwrap();
+    }
+}
+
+fn error_kind(msg: &async_nats::Message) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(ERROR_HEADER))
+        .map(|v| v.to_string())
+}
+
+fn text(msg: &async_nats::Message) -> String {
+    String::from_utf8_lossy(&msg.payload).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_message_in_a_batch_fails_alone() {
+    let f = Fixture::start(true).await;
+    let mut out = f.nc.subscribe("out.>").await.unwrap();
+    let mut secret = f.nc.subscribe("secret.>").await.unwrap();
+    f.nc.flush().await.unwrap();
+
+    // The first message holds the worker while the rest queue up behind it,
+    // so they reach the plugin as one batch with the bad ones in the middle.
+    let mut sent = vec!["slow:200".to_string()];
+    for i in 0..40 {
+        sent.push(match i {
+            7 => "trap".into(),
+            15 => "loop".into(),
+            21 => "retry".into(),
+            25 => "reject".into(),
+            30 => "forbidden".into(),
+            33 => "bad-subject".into(),
+            _ => format!("m{i}"),
+        });
+    }
+    for (i, payload) in sent.iter().enumerate() {
+        f.nc.publish(format!("b.{i}"), payload.clone().into())
+            .await
+            .unwrap();
+    }
+    f.nc.flush().await.unwrap();
+
+    let good: Vec<(String, String)> = sent
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.starts_with('m') || p.starts_with("slow"))
+        .map(|(i, p)| (format!("out.b.{i}"), p.clone()))
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < good.len() {
+        let msg = tokio::time::timeout(WAIT, out.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} outputs: {got:?}", got.len(), good.len()))
+            .unwrap();
+        got.push((msg.subject.to_string(), text(&msg)));
+    }
+    assert_eq!(got, good, "every good message's output, in order");
+
+    let b = eventually(WAIT, "every message counted", || async {
+        let b = f.binding();
+        (b.handled + b.retried + b.rejected + b.trapped == sent.len() as u64).then_some(b)
+    })
+    .await;
+    assert_eq!(
+        (b.handled, b.retried, b.rejected, b.trapped),
+        (35, 1, 3, 2),
+        "trap and loop trapped; reject, forbidden and bad-subject rejected"
+    );
+    assert!(
+        b.batches_rerun >= 1,
+        "the batch with the trap was re-run one message at a time"
+    );
+    let plugin = &f.gw.status().plugins[0];
+    assert!(plugin.batched);
+    assert_eq!(
+        (plugin.publish_forbidden, plugin.publish_refused),
+        (1, 2),
+        "the host refused the forbidden publish and the invalid subject"
+    );
+
+    // Nothing reached the forbidden subject: a marker sent now is the first.
+    f.nc.publish("secret.marker", "marker".into())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, secret.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.subject.as_str(),
+        "secret.marker",
+        "a forbidden publish leaked"
+    );
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requesters_hear_why_in_a_batch() {
+    let f = Fixture::start(true).await;
+    let reply = f.ask("hello").await;
+    assert_eq!((error_kind(&reply), text(&reply)), (None, "hello".into()));
+
+    let reply = f.ask("forbidden").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
+    assert_eq!(text(&reply), "publish failed: forbidden: secret.b.ask");
+
+    let reply = f.ask("bad-subject").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
+    assert_eq!(
+        text(&reply),
+        "publish failed: invalid-subject: subject \"out.*\" uses a wildcard where a concrete subject is needed"
+    );
+
+    let reply = f.ask("trap").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("trap"));
+    // A panic aborts: the trap is wasm's `unreachable`.
+    assert!(text(&reply).contains("unreachable"), "{}", text(&reply));
+
+    let reply = f.ask("loop").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("timeout"));
+
+    let reply = f.ask("retry").await;
+    assert_eq!(
+        (error_kind(&reply).as_deref(), text(&reply).as_str()),
+        (Some("retry"), "asked to retry")
+    );
+    // A fresh instance after the trap and the deadline.
+    let reply = f.ask("after").await;
+    assert_eq!((error_kind(&reply), text(&reply)), (None, "after".into()));
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_false_calls_handle_per_message_with_the_same_results() {
+    let f = Fixture::start(false).await;
+    let status = f.gw.status();
+    assert_eq!(
+        status
+            .plugins
+            .iter()
+            .map(|p| (p.name.as_str(), p.batched))
+            .collect::<Vec<_>>(),
+        [("fb", false), ("plain", false)]
+    );
+    // The publish is refused by the import, at once, with the same text.
+    let reply = f.ask("forbidden").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
+    assert_eq!(text(&reply), "publish failed: forbidden: secret.b.ask");
+    let reply = f.ask("trap").await;
+    assert_eq!(error_kind(&reply).as_deref(), Some("trap"));
+    let reply = f.ask("hello").await;
+    assert_eq!(text(&reply), "hello");
+    let b = f.binding();
+    assert_eq!(
+        (b.handled, b.rejected, b.trapped, b.batches_rerun),
+        (1, 1, 1, 0)
+    );
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_plugins_with_the_batch_export_are_batched() {
+    let f = Fixture::start(true).await;
+    let shown: Vec<_> =
+        f.gw.status()
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.batched))
+            .collect();
+    assert_eq!(
+        shown,
+        [("fb".to_string(), true), ("plain".to_string(), false)]
+    );
+    // The unbatched plugin works as before.
+    let mut out = f.nc.subscribe("out.p.>").await.unwrap();
+    f.nc.flush().await.unwrap();
+    f.nc.publish("p.1", "x".into()).await.unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), "out.p.1");
+    f.finish().await;
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue 5), one command on a fresh machine: set-up, a
-# release build, then every benchmark on loopback (about 3-4 minutes on 2
+# release build, then every benchmark on loopback (about 2 minutes on 2
 # cores, plus the first release build). Writes bench-results/results.json,
 # a timestamped copy, and bench-results/chart.svg. See docs/benchmarks.md.
 #

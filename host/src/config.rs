@@ -205,12 +205,6 @@ pub struct RuntimeConfig {
     /// Folder for compiled components, so that a restart does not compile
     /// them again; an empty path turns the cache off.
     pub cache_dir: PathBuf,
-    /// How long a core binding's worker waits, once a message has arrived,
-    /// for more to join its batch (unless the batch is full already). Under
-    /// load this turns many small batches, each costing a thread wake-up,
-    /// into fewer big ones; it adds at most this much latency. 0 = none.
-    #[serde(with = "humantime_serde")]
-    pub batch_linger: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -221,7 +215,6 @@ impl Default for RuntimeConfig {
             overload: Overload::Wait,
             admission_wait: Duration::from_millis(100),
             cache_dir: default_cache_dir(),
-            batch_linger: Duration::from_micros(50),
         }
     }
 }
@@ -740,15 +733,6 @@ impl Config {
         }
         if self.runtime.epoch_tick.is_zero() {
             bad("runtime.epoch_tick", "must be greater than zero".into());
-        }
-        if self.runtime.batch_linger > Duration::from_millis(10) {
-            bad(
-                "runtime.batch_linger",
-                format!(
-                    "{} is too long: at most 10ms (it delays every batch)",
-                    humantime::format_duration(self.runtime.batch_linger)
-                ),
-            );
         }
         if self.runtime.overload == Overload::Shed && self.runtime.admission_wait.is_zero() {
             bad(

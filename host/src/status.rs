@@ -87,6 +87,8 @@ pub struct BindingCounters {
     /// `handle-batch` calls that trapped or ran out of time, whose messages
     /// were then handled again one at a time.
     pub batches_rerun: AtomicU64,
+    /// `handle-batch` calls made; `handled` / `batches` is the mean batch size.
+    pub batches: AtomicU64,
 }
 
 /// A binding as shown in the status.
@@ -113,6 +115,7 @@ pub struct BindingStatus {
     pub dead_lettered: u64,
     pub shed: u64,
     pub batches_rerun: u64,
+    pub batches: u64,
 }
 
 /// The whole status, as `GET /status` returns it.
@@ -189,6 +192,7 @@ fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
             dead_lettered: 0,
             shed: 0,
             batches_rerun: 0,
+            batches: 0,
         })
         .collect()
 }
@@ -304,6 +308,7 @@ impl StatusHub {
             b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
             b.shed = c.shed.load(Ordering::Relaxed);
             b.batches_rerun = c.batches_rerun.load(Ordering::Relaxed);
+            b.batches = c.batches.load(Ordering::Relaxed);
         }
         status
     }

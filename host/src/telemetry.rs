@@ -196,28 +196,29 @@ impl Collector for StatusCollector {
             "Messages by binding and outcome",
             &messages,
         )?;
-        let failed: Vec<(Labels, u64)> = s
-            .bindings
-            .iter()
-            .map(|b| (binding(b), b.publish_failed))
-            .collect();
-        counter(
-            &mut e,
-            "wasmgate_publish_failures",
-            "Failed publishes, replies and acks",
-            &failed,
-        )?;
-        let reruns: Vec<(Labels, u64)> = s
-            .bindings
-            .iter()
-            .map(|b| (binding(b), b.batches_rerun))
-            .collect();
-        counter(
-            &mut e,
-            "wasmgate_batches_rerun",
-            "Batch calls that trapped or timed out and were handled again one message at a time",
-            &reruns,
-        )?;
+        // One counter per binding for each of these.
+        let per_binding: [(&str, &str, fn(&crate::status::BindingStatus) -> u64); 3] = [
+            (
+                "wasmgate_publish_failures",
+                "Failed publishes, replies and acks",
+                |b| b.publish_failed,
+            ),
+            (
+                "wasmgate_batches",
+                "handle-batch calls made (messages handled / batches = mean batch size)",
+                |b| b.batches,
+            ),
+            (
+                "wasmgate_batches_rerun",
+                "Batch calls that trapped or timed out and were handled again one message at a time",
+                |b| b.batches_rerun,
+            ),
+        ];
+        for (name, help, value) in per_binding {
+            let values: Vec<(Labels, u64)> =
+                s.bindings.iter().map(|b| (binding(b), value(b))).collect();
+            counter(&mut e, name, help, &values)?;
+        }
         Ok(())
     }
 }

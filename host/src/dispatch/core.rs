@@ -87,6 +87,7 @@ impl Dispatch {
             encoded.push_nats(m);
         }
         let started = Instant::now();
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
         let result = match instance {
             Some(inst) => Ok(inst),
             None => self.plugin.instantiate().map(|i| instance.insert(i)),

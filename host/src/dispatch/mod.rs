@@ -83,8 +83,6 @@ pub struct Dispatch {
     /// Gateway shutdown: drain, finish what arrived, then stop.
     pub shutdown: CancellationToken,
     pub drain_timeout: Duration,
-    /// `runtime.batch_linger`: how long a core batch waits for more messages.
-    pub linger: Duration,
     /// The host-wide cap on batches in flight, when configured.
     pub admission: Option<Arc<Admission>>,
 }
@@ -129,7 +127,6 @@ impl Dispatch {
                 Step::Stop => return false,
                 Step::Shutdown => break,
             }
-            self.linger(&mut batch, limit.get());
             // A reloaded plugin takes over between batches: the batch in hand
             // finished on the old instance, the next starts on the new one.
             if self.slot.version() != self.version {
@@ -238,26 +235,6 @@ impl Dispatch {
             }
         }
         Step::Batch
-    }
-
-    /// Give a core batch that is not full a moment to fill up. Sleeping here
-    /// rather than parking until the next message means the connection's
-    /// task does not wake this thread for each message: under load, one
-    /// wake-up serves a whole batch.
-    fn linger(&mut self, batch: &mut Vec<Incoming>, limit: usize) {
-        let Source::Core(sub) = &mut self.source else {
-            return;
-        };
-        if self.linger.is_zero() || batch.len() >= limit {
-            return;
-        }
-        std::thread::sleep(self.linger);
-        while batch.len() < limit {
-            match sub.next().now_or_never() {
-                Some(Some(msg)) => batch.push(Incoming::Core(msg)),
-                _ => break,
-            }
-        }
     }
 
     /// Shutdown: a core subscription is drained (the server stops sending and

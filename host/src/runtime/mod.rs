@@ -106,6 +106,11 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // For profiling: name the guests' compiled functions in
+        // /tmp/perf-<pid>.map, so that `perf report` shows them.
+        if std::env::var_os("WASMGATE_PERFMAP").is_some_and(|v| !v.is_empty()) {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::<HostState>::new(&engine);

@@ -50,7 +50,6 @@ impl Supervisor {
                             stop: conn.stop.clone(),
                             shutdown: self.shutdown.clone(),
                             drain_timeout: DRAIN_TIMEOUT,
-                            linger: self.config.runtime.batch_linger,
                             admission: self.admission.clone(),
                         };
                         conn.tasks.spawn_blocking(move || dispatch.run());

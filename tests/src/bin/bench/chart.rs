@@ -207,11 +207,11 @@ pub fn render(results: &Value, out: &Path) -> anyhow::Result<()> {
     let o = &results["overhead"]["layers"];
     if !o.is_null() {
         let bars: Vec<Bar> = [
-            ("to_wit", "to_wit"),
             ("noop", "noop_call"),
-            ("echo-cached", "echo_cached_call"),
             ("echo", "echo_call"),
+            ("echo, batch", "echo_batch_call"),
             ("dispatch", "full_dispatch"),
+            ("disp., batch", "full_dispatch_batched"),
             ("native", "native_work"),
         ]
         .iter()
@@ -220,15 +220,18 @@ pub fn render(results: &Value, out: &Path) -> anyhow::Result<()> {
         panel(
             &areas[2],
             &format!(
-                "Per message without NATS: host overhead {:.0} ns",
+                "Per message, no NATS: overhead {:.0} ns, batched {:.0}",
                 results["overhead"]["host_overhead_ns"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                results["overhead"]["host_overhead_batched_ns"]
                     .as_f64()
                     .unwrap_or(f64::NAN)
             ),
             "ns / message",
             &bars,
             None,
-            &[],
+            &languages_note(&results["overhead"]["languages"]),
         )?;
     }
     let r = &results["recovery"];
@@ -308,4 +311,19 @@ pub fn render(results: &Value, out: &Path) -> anyhow::Result<()> {
     }
     root.present()?;
     Ok(())
+}
+
+/// "uppercase per message: Rust …, Python …, JS …" when the run measured it.
+fn languages_note(l: &Value) -> Vec<String> {
+    if l.is_null() {
+        return Vec::new();
+    }
+    let us = |k: &str| l[k]["median"].as_f64().unwrap_or(f64::NAN) / 1e3;
+    vec![format!(
+        "uppercase: Rust {:.2} µs ({:.2} batched), Python {:.1}, JS {:.1}",
+        us("rust"),
+        us("rust_batched"),
+        us("python"),
+        us("javascript")
+    )]
 }

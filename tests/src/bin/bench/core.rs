@@ -127,6 +127,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 stats::cpu_secs("self"),
                 server_pid.as_deref().and_then(stats::cpu_secs),
             );
+            let mut batches = 0;
             let (report, slow_sut, handled) = match kind {
                 Kind::Gateway | Kind::GatewayUnbatched => {
                     let batch = kind == Kind::Gateway;
@@ -137,6 +138,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                     gw.ready(Duration::from_secs(20)).await?;
                     let report = Child::spawn(&args).await?.report().await?;
                     let status = gw.status();
+                    batches = status.bindings[0].batches;
                     shutdown.cancel();
                     gw.wait().await?;
                     (
@@ -173,12 +175,17 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             let rate = report.received as f64 / report.last_secs;
             let publish_rate = report.published as f64 / report.publish_secs;
             eprintln!(
-                "  core {:7} run {}: {:>9.0} msg/s out, CPU {:.2} µs/msg ({:.2} in nats-server) ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
+                "  core {:7} run {}: {:>9.0} msg/s out, CPU {:.2} µs/msg ({:.2} in nats-server), mean batch {:.1} ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
                 kind.name(),
                 run + 1,
                 rate,
                 sut_cpu_us,
                 server_cpu_us,
+                if batches > 0 {
+                    handled as f64 / batches as f64
+                } else {
+                    f64::NAN
+                },
                 report.received,
                 report.published,
                 publish_rate,
@@ -200,6 +207,8 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 "slow_consumer_events_sut": slow_sut,
                 "slow_consumer_events_counter": report.slow_consumer_events,
                 "sut_cpu_us_per_msg": sut_cpu_us,
+                "batches": batches,
+                "mean_batch": if batches > 0 { handled as f64 / batches as f64 } else { f64::NAN },
                 "server_cpu_us_per_msg": server_cpu_us,
             }));
         }

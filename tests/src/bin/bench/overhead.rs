@@ -26,6 +26,14 @@
 //!
 //! Host overhead per message = `full_dispatch` − `native_work` (and
 //! `full_dispatch_batched` − `native_work` for batches).
+//!
+//! Then the same handler in each plugin language, the `uppercase` example
+//! (read `prefix`, upper-case the payload, publish it with the headers, log a
+//! debug line, reply when asked): `Instance::handle` per message for Rust,
+//! Python and JavaScript, and `Instance::handle_batch` for Rust (the only
+//! one with the batch export), against the same work in plain Rust. Fewer
+//! iterations: a JavaScript call takes tens of microseconds. The components
+//! are compiled through a compile cache in a temporary folder.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -38,7 +46,7 @@ use serde_json::{Value, json};
 use wasmgate::dispatch::to_wit;
 use wasmgate::plugin::{Batch, Outcome, Plugin};
 use wasmgate::runtime::{Outgoing, Runtime};
-use wasmgate_tests::plugin;
+use wasmgate_tests::{plugin, plugin_from, polyglot_wasm};
 
 use crate::stats::Sample;
 
@@ -86,15 +94,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
     let mut echo_inst = echo.instantiate()?;
     let mut noop_inst = noop.instantiate()?;
 
-    let nats_msg = async_nats::Message {
-        subject: "in.bench".into(),
-        reply: None,
-        payload: Bytes::from(vec![b'x'; p.size]),
-        headers: None,
-        status: None,
-        description: None,
-        length: p.size + 8,
-    };
+    let nats_msg = bench_message(p.size);
     let input = to_wit(nats_msg.clone());
     let handled = AtomicU64::new(0);
     let config: BTreeMap<String, String> = [("prefix".to_string(), "out".to_string())].into();
@@ -155,14 +155,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
                     }
                     let hs = echo_inst.handle_batch(&mut encoded)?;
                     for (msg, h) in msgs.into_iter().zip(hs) {
-                        let span = tracing::debug_span!(
-                            "message",
-                            messaging.system = "nats",
-                            messaging.operation = "process",
-                            messaging.destination.name = %msg.subject,
-                            messaging.message.body.size = msg.payload.len(),
-                            wasmgate.plugin = echo.name(),
-                        );
+                        let span = message_span(&msg, echo.name());
                         let _entered = span.enter();
                         if let Outcome::Ok(_) = h.outcome {
                             handled.fetch_add(1, Ordering::Relaxed);
@@ -177,14 +170,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             "full_dispatch" => {
                 for i in 0..n {
                     let msg = black_box(&nats_msg).clone();
-                    let span = tracing::debug_span!(
-                        "message",
-                        messaging.system = "nats",
-                        messaging.operation = "process",
-                        messaging.destination.name = %msg.subject,
-                        messaging.message.body.size = msg.payload.len(),
-                        wasmgate.plugin = echo.name(),
-                    );
+                    let span = message_span(&msg, echo.name());
                     let _entered = span.enter();
                     let reply_to = msg.reply.as_ref().map(|r| r.to_string());
                     let input = to_wit(msg);
@@ -257,6 +243,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
     for (name, s) in LAYERS.iter().zip(&samples) {
         layers.insert(name.to_string(), serde_json::to_value(s)?);
     }
+    let languages = languages(p)?;
     Ok(json!({
         "iterations_per_run": p.iterations,
         "payload_bytes": p.size,
@@ -267,5 +254,123 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
         "bare_call_ns": get("noop_call"),
         "config_get_import_ns": get("echo_call") - get("echo_cached_call"),
         "guest_work_native_equivalent_ns": get("native_work"),
+        "languages": languages,
     }))
+}
+
+/// The `uppercase` handler per message in each language (see the module docs).
+fn languages(p: &Params) -> anyhow::Result<Value> {
+    let mut runtime = Runtime::new(Duration::from_millis(10))?;
+    let cache = tempfile::tempdir()?;
+    runtime.use_cache_dir(cache.path());
+    let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
+    let load = |name: &str, path: std::path::PathBuf| -> anyhow::Result<Arc<Plugin>> {
+        let cfg = plugin_from(name, path, &["in.>"], &[("prefix", "out")]);
+        Ok(Arc::new(Plugin::load(&runtime, &cfg, max_payload.clone())?))
+    };
+    let rust = load("rust", wasmgate_tests::plugin_wasm("uppercase"))?;
+    let python = load("python", polyglot_wasm("python-uppercase"))?;
+    let js = load("js", polyglot_wasm("js-uppercase"))?;
+    let nats_msg = bench_message(p.size);
+    let input = to_wit(nats_msg.clone());
+    let mut encoded = Batch::new();
+    for _ in 0..BATCH {
+        encoded.push_nats(&nats_msg);
+    }
+    let mut instances = [
+        rust.instantiate()?,
+        python.instantiate()?,
+        js.instantiate()?,
+    ];
+    let mut rust_batched = rust.instantiate()?;
+    for inst in &mut instances {
+        let h = inst.handle(&input)?;
+        anyhow::ensure!(
+            h.outcome == Outcome::Ok(None)
+                && h.outbox.len() == 1
+                && h.outbox[0].subject.as_str() == "out.in.bench"
+                && h.outbox[0].payload[..] == vec![b'X'; p.size][..],
+            "{} does what uppercase does",
+            inst.plugin().name()
+        );
+    }
+    const KINDS: [&str; 5] = [
+        "rust",
+        "rust_batched",
+        "python",
+        "javascript",
+        "native_work",
+    ];
+    // A JavaScript call costs tens of microseconds: far fewer iterations.
+    let n = (p.iterations / 50).max(BATCH as u64);
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+    for run in 0..p.runs.min(7) + 1 {
+        for (k, kind) in KINDS.iter().enumerate() {
+            let start = Instant::now();
+            let calls = match *kind {
+                "rust_batched" => {
+                    let rounds = n.div_ceil(BATCH as u64);
+                    for _ in 0..rounds {
+                        black_box(rust_batched.handle_batch(black_box(&mut encoded))?);
+                    }
+                    rounds * BATCH as u64
+                }
+                "native_work" => {
+                    for _ in 0..n {
+                        let msg = black_box(&nats_msg).clone();
+                        let upper = msg.payload.to_ascii_uppercase();
+                        black_box(Outgoing {
+                            subject: format!("out.{}", msg.subject).into(),
+                            payload: upper.into(),
+                            headers: Vec::new(),
+                        });
+                    }
+                    n
+                }
+                _ => {
+                    let inst = &mut instances[[0, 0, 1, 2][k]];
+                    for _ in 0..n {
+                        black_box(inst.handle(black_box(&input))?);
+                    }
+                    n
+                }
+            };
+            // The first round warms up and is not kept.
+            if run > 0 {
+                results[k].push(start.elapsed().as_nanos() as f64 / calls as f64);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (kind, r) in KINDS.iter().zip(results) {
+        let s = Sample::new("ns/msg", r);
+        eprintln!("  overhead uppercase {kind:12} {}", s.show());
+        out.insert(kind.to_string(), serde_json::to_value(s)?);
+    }
+    Ok(Value::Object(out))
+}
+
+/// The message every layer handles: `in.bench`, `size` bytes of `x`.
+fn bench_message(size: usize) -> async_nats::Message {
+    async_nats::Message {
+        subject: "in.bench".into(),
+        reply: None,
+        payload: Bytes::from(vec![b'x'; size]),
+        headers: None,
+        status: None,
+        description: None,
+        length: size + 8,
+    }
+}
+
+/// The span the dispatcher opens for each message (`Dispatch::message_span`).
+fn message_span(msg: &async_nats::Message, plugin: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "message",
+        messaging.system = "nats",
+        messaging.operation = "process",
+        messaging.destination.name = %msg.subject,
+        messaging.message.body.size = msg.payload.len(),
+        wasmgate.plugin = plugin,
+    )
 }

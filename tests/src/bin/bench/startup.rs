@@ -90,7 +90,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     for run in 0..p.runs {
         let cache = tempfile::tempdir()?;
         // In-process, cold then warm.
-        let mut start_ready = async || -> anyhow::Result<(Duration, Duration)> {
+        let start_ready = async || -> anyhow::Result<(Duration, Duration)> {
             let t = Instant::now();
             let shutdown = CancellationToken::new();
             let gw =

@@ -15,4 +15,14 @@ export NATS_SERVER_BIN="$nats"
 echo "bench: building in release" >&2
 cargo build --release --locked --quiet -p wasmgate -p wasmgate-tests --bin wasmgate --bin bench
 echo "bench: $(nproc) cores; $(uptime)" >&2
-exec target/release/bench run "$@"
+target/release/bench run "$@"
+# The Criterion micro-benchmarks (tests/benches/calls.rs; about a minute),
+# unless only some sections or a smoke test were asked for. Reports under
+# target/criterion/, compared with the previous run there.
+case " $* " in
+  *" --only "*|*" --quick "*) ;;
+  *)
+    echo "bench: Criterion micro-benchmarks (cargo bench --bench calls)" >&2
+    cargo bench --locked --quiet -p wasmgate-tests --bench calls
+    ;;
+esac

@@ -1,0 +1,106 @@
+//! The byte encoding of `wasmgate:plugin/batch-handler`, the guest's side
+//! (the layout is specified in `wit/batch-handler.wit`; the host's side is
+//! `host/src/plugin/batch.rs`).
+
+use crate::{Header, Message};
+
+const NONE: u32 = u32::MAX;
+pub(crate) const OK: u8 = 0;
+pub(crate) const RETRY: u8 = 1;
+pub(crate) const REJECT: u8 = 2;
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
+    put_u32(out, headers.len() as u32);
+    for (k, v) in headers {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+pub(crate) fn put_publish(out: &mut Vec<u8>, subject: &str, headers: &[Header], payload: &[u8]) {
+    put_bytes(out, subject.as_bytes());
+    put_headers(out, headers);
+    put_bytes(out, payload);
+}
+
+/// Start an `ok` result whose publishes follow; its count is filled in
+/// by [`end_ok`].
+pub(crate) fn begin_ok(out: &mut Vec<u8>) {
+    out.push(OK);
+    put_u32(out, 0);
+}
+
+/// Finish the `ok` result begun at `start`: its publish count, its reply.
+pub(crate) fn end_ok(out: &mut Vec<u8>, start: usize, publishes: u32, reply: Option<&[u8]>) {
+    out[start + 1..start + 5].copy_from_slice(&publishes.to_le_bytes());
+    match reply {
+        None => put_u32(out, NONE),
+        Some(r) => put_bytes(out, r),
+    }
+}
+
+pub(crate) fn put_error(out: &mut Vec<u8>, tag: u8, reason: &str) {
+    out.push(tag);
+    put_bytes(out, reason.as_bytes());
+}
+
+/// Reads the host's encoding; malformed input panics (a host bug).
+pub(crate) struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Reader<'a> {
+        Reader(b)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn u32(&mut self) -> u32 {
+        let (n, rest) = self.0.split_at(4);
+        self.0 = rest;
+        u32::from_le_bytes(n.try_into().expect("4 bytes"))
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.u32() as usize;
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        b
+    }
+
+    fn string(&mut self) -> String {
+        String::from_utf8(self.bytes().to_vec()).expect("the host sends UTF-8")
+    }
+
+    pub(crate) fn message(&mut self) -> Message {
+        let subject = self.string();
+        let reply_to = if self.0[..4] == NONE.to_le_bytes() {
+            self.0 = &self.0[4..];
+            None
+        } else {
+            Some(self.string())
+        };
+        let n = self.u32() as usize;
+        let mut headers = Vec::with_capacity(n);
+        for _ in 0..n {
+            headers.push((self.string(), self.string()));
+        }
+        let payload = self.bytes().to_vec();
+        Message {
+            subject,
+            payload,
+            headers,
+            reply_to,
+        }
+    }
+}

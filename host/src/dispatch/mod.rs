@@ -107,14 +107,16 @@ impl Dispatch {
         let rt = Handle::current();
         let (tx, rx) = tokio::sync::mpsc::channel(output::DEPTH);
         let output = rt.spawn(output::Output::new(&self).run(rx));
-        if self.handle(&rt, &tx) {
-            // Drained: wait until the output of the last batches is out.
-            drop(tx);
-            let _ = rt.block_on(output);
-        }
+        let drained = self.handle(&rt, &tx);
+        tracing::debug!(drained, "dispatch worker done");
+        drop(tx);
+        // Everything handed off is sent before this worker counts as done
+        // (the supervisor flushes the connection after a drain); when the
+        // connection is retired the task gives up at once instead.
+        let _ = rt.block_on(output);
     }
 
-    /// The worker's loop; `true` after a drain, `false` when retired.
+    /// The worker's loop, until drained or retired; `false` when retired.
     fn handle(mut self, rt: &Handle, tx: &tokio::sync::mpsc::Sender<Vec<Send>>) -> bool {
         let mut instance: Option<Instance> = None;
         let mut batch = Vec::with_capacity(BATCH);
@@ -132,6 +134,7 @@ impl Dispatch {
             if self.slot.version() != self.version {
                 (self.plugin, self.version) = self.slot.current();
                 instance = None;
+                limit = core::BatchLimit::new(self.plugin.timeout());
                 tracing::info!(
                     plugin = self.plugin.name(),
                     version = self.version,

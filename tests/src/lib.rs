@@ -318,3 +318,26 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Prove nothing was published to `subject`'s subscription `sub` so far:
+/// everything sent before now arrives before a marker sent now, so the
+/// marker must be the first message there.
+pub async fn assert_nothing_before_marker(
+    nc: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    marker_subject: &str,
+) {
+    use futures::StreamExt;
+    nc.publish(marker_subject.to_string(), "marker".into())
+        .await
+        .expect("publish the marker");
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the marker arrives")
+        .expect("subscription open");
+    assert_eq!(
+        first.subject.as_str(),
+        marker_subject,
+        "something was published before the marker"
+    );
+}

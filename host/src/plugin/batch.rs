@@ -6,6 +6,7 @@
 
 use bytes::{Buf, Bytes};
 
+use crate::runtime::Outgoing;
 use crate::runtime::bindings::Message;
 
 const NONE: u32 = u32::MAX;
@@ -133,18 +134,11 @@ impl Batch {
 pub enum Raw {
     Ok {
         reply: Option<Bytes>,
-        publishes: Vec<RawPublish>,
+        /// Not yet checked: the host checks them as the `publisher` import would.
+        publishes: Vec<Outgoing>,
     },
     Retry(String),
     Reject(String),
-}
-
-/// A publish as the guest encoded it; the subject is checked to be UTF-8.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawPublish {
-    pub subject: async_nats::Subject,
-    pub headers: Vec<(String, String)>,
-    pub payload: Bytes,
 }
 
 /// Read the results of a batch of `expected` messages.
@@ -165,10 +159,10 @@ pub fn decode(out: Bytes, expected: usize) -> Result<Vec<Raw>, String> {
                         .map_err(|e| format!("a publish subject is not UTF-8: {e}"))?;
                     let headers = r.headers()?;
                     let payload = r.bytes()?;
-                    publishes.push(RawPublish {
+                    publishes.push(Outgoing {
                         subject,
-                        headers,
                         payload,
+                        headers,
                     });
                 }
                 let reply = r.opt_bytes()?;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use wasmtime::{Store, Trap};
 
 use super::Plugin;
-use super::batch::{self, Batch, Raw, RawPublish};
+use super::batch::{self, Batch, Raw};
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::runtime::bindings::{BatchGuest, HandleError, HandlerGuest, Message};
 use crate::runtime::{HostState, Outgoing, describe_publish_error};
@@ -154,28 +154,21 @@ impl Instance {
 
     /// The publishes of one message of a batch, checked like the import
     /// checks them; the first refusal rejects the message (what was accepted
-    /// before it is returned, to be discarded).
+    /// before it is kept, to be discarded).
     fn accept_publishes(
         &self,
         reply: Option<Bytes>,
-        publishes: Vec<RawPublish>,
+        mut publishes: Vec<Outgoing>,
     ) -> (Result<Option<Vec<u8>>, HandleError>, Vec<Outgoing>) {
         let shared = &self.plugin.shared;
-        let mut outbox = Vec::with_capacity(publishes.len());
-        for p in publishes {
-            if let Err(e) =
-                shared.check_publish(&p.subject, p.payload.len(), &p.headers, outbox.len())
-            {
+        for (i, p) in publishes.iter().enumerate() {
+            if let Err(e) = shared.check_publish(&p.subject, p.payload.len(), &p.headers, i) {
                 let reason = format!("publish failed: {}", describe_publish_error(&e));
-                return (Err(HandleError::Reject(reason)), outbox);
+                publishes.truncate(i);
+                return (Err(HandleError::Reject(reason)), publishes);
             }
-            outbox.push(Outgoing {
-                subject: p.subject,
-                payload: p.payload,
-                headers: p.headers,
-            });
         }
-        (Ok(reply.map(|r| r.to_vec())), outbox)
+        (Ok(reply.map(|r| r.to_vec())), publishes)
     }
 
     /// The guest's answer for one message as an [`Outcome`], with the

@@ -31,7 +31,7 @@ use crate::config::RuntimeConfig;
 pub const MAX_PUBLISHES_PER_CALL: usize = 1024;
 
 /// A message a guest asked to publish, held until its `handle` call succeeds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub subject: async_nats::Subject,
     pub payload: Bytes,

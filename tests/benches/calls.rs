@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use wasmgate::dispatch::to_wit;
-use wasmgate::plugin::{Batch, Plugin};
+use wasmgate::plugin::{Batch, BatchResults, Plugin};
 use wasmgate::runtime::Runtime;
 use wasmgate_tests::plugin;
 
@@ -80,8 +80,13 @@ fn calls(c: &mut Criterion) {
     for m in &msgs {
         encoded.push_nats(m);
     }
+    let mut results = BatchResults::default();
     g.bench_function("echo_handle_batch", |b| {
-        b.iter(|| echo_inst.handle_batch(black_box(&mut encoded)).expect("ok"))
+        b.iter(|| {
+            echo_inst
+                .handle_batch(black_box(&mut encoded), &mut results)
+                .expect("ok")
+        })
     });
     g.bench_function("encode_and_echo_handle_batch", |b| {
         b.iter(|| {
@@ -89,7 +94,9 @@ fn calls(c: &mut Criterion) {
             for m in black_box(&msgs) {
                 encoded.push_nats(m);
             }
-            echo_inst.handle_batch(&mut encoded).expect("ok")
+            echo_inst
+                .handle_batch(&mut encoded, &mut results)
+                .expect("ok")
         })
     });
     g.finish();

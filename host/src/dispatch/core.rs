@@ -19,26 +19,46 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{BATCH, Dispatch, Incoming, Send, to_wit};
-use crate::plugin::{Batch, CallError, Handled, Instance, Outcome};
+use crate::plugin::{Batch, BatchResults, CallError, Handled, Instance, Outcome};
+use crate::runtime::Outgoing;
 
 /// How many messages go into one `handle-batch` call. It starts at
 /// [`BATCH`]; a batch that runs out of time halves it (down to one message),
 /// and batches that take less than a quarter of the deadline double it back.
-pub(super) struct BatchLimit {
+struct BatchLimit {
     current: usize,
     timeout: Duration,
 }
 
+/// A worker's batch state, kept between batches so that its buffers are
+/// reused: the encoded messages, the decoded results, the batch limit.
+pub(super) struct Batching {
+    encoded: Batch,
+    results: BatchResults,
+    limit: BatchLimit,
+}
+
+impl Batching {
+    pub(super) fn new(timeout: Duration) -> Batching {
+        Batching {
+            encoded: Batch::new(),
+            results: BatchResults::default(),
+            limit: BatchLimit::new(timeout),
+        }
+    }
+
+    /// How many messages the next batch may take.
+    pub(super) fn limit(&self) -> usize {
+        self.limit.current
+    }
+}
+
 impl BatchLimit {
-    pub(super) fn new(timeout: Duration) -> BatchLimit {
+    fn new(timeout: Duration) -> BatchLimit {
         BatchLimit {
             current: BATCH,
             timeout,
         }
-    }
-
-    pub(super) fn get(&self) -> usize {
-        self.current
     }
 
     fn record(&mut self, elapsed: Duration, timed_out: bool) {
@@ -58,33 +78,31 @@ impl Dispatch {
         out: &mut Vec<Send>,
     ) {
         let input = to_wit(msg);
-        let result = self.call(instance, &input, None);
-        self.core_outcome(input.reply_to, result, out);
+        match self.call(instance, &input, None) {
+            Ok(Handled { outcome, outbox }) => {
+                self.core_outcome(input.reply_to, outcome, outbox.into_iter(), out)
+            }
+            Err(e) => self.core_failed(input.reply_to, e, out),
+        }
     }
 
-    /// Handle a batch of core messages with one `handle-batch` call;
-    /// `encoded` is the worker's reusable buffer.
+    /// Handle a batch of core messages with one `handle-batch` call.
     pub(super) fn process_core_batch(
         &self,
         instance: &mut Option<Instance>,
         batch: &mut Vec<Incoming>,
-        encoded: &mut Batch,
-        limit: &mut BatchLimit,
+        state: &mut Batching,
         out: &mut Vec<Send>,
     ) {
-        let msgs: Vec<async_nats::Message> = batch
-            .drain(..)
-            .map(|msg| match msg {
-                Incoming::Core(m) => m,
-                Incoming::Js(_) => unreachable!("JetStream messages are handled one by one"),
-            })
-            .collect();
-        if msgs.is_empty() {
+        if batch.is_empty() {
             return;
         }
-        encoded.clear();
-        for m in &msgs {
-            encoded.push_nats(m);
+        state.encoded.clear();
+        for msg in batch.iter() {
+            match msg {
+                Incoming::Core(m) => state.encoded.push_nats(m),
+                Incoming::Js(_) => unreachable!("JetStream messages are handled one by one"),
+            }
         }
         let started = Instant::now();
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -92,18 +110,25 @@ impl Dispatch {
             Some(inst) => Ok(inst),
             None => self.plugin.instantiate().map(|i| instance.insert(i)),
         }
-        .and_then(|inst| inst.handle_batch(encoded));
-        limit.record(
+        .and_then(|inst| inst.handle_batch(&mut state.encoded, &mut state.results));
+        state.limit.record(
             started.elapsed(),
             matches!(result, Err(CallError::Timeout(_))),
         );
+        let msgs = batch.drain(..).map(|msg| match msg {
+            Incoming::Core(m) => m,
+            Incoming::Js(_) => unreachable!("checked above"),
+        });
         match result {
-            Ok(handled) => {
-                for (msg, handled) in msgs.into_iter().zip(handled) {
+            Ok(()) => {
+                let mut publishes = state.results.publishes.drain(..);
+                for (msg, result) in msgs.zip(state.results.results.drain(..)) {
                     let span = self.message_span(&msg.subject, msg.payload.len());
                     let _entered = span.enter();
+                    // Its publishes come next, whether or not they are sent.
+                    let outbox = (&mut publishes).take(result.publishes);
                     let reply_to = msg.reply.map(|r| r.to_string());
-                    self.core_outcome(reply_to, Ok(handled), out);
+                    self.core_outcome(reply_to, result.outcome, outbox, out);
                 }
             }
             Err(e) => {
@@ -111,7 +136,7 @@ impl Dispatch {
                 self.counters.batches_rerun.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     plugin = self.plugin.name(),
-                    messages = msgs.len(),
+                    messages = state.encoded.len(),
                     error = %e,
                     "batch failed; handling its messages one at a time"
                 );
@@ -124,11 +149,27 @@ impl Dispatch {
         }
     }
 
-    /// Count what `handle` decided for one message and queue what it sends.
+    /// Count a call that did not return (trap or deadline); a requester
+    /// gets an error reply.
+    fn core_failed(&self, reply_to: Option<String>, e: CallError, out: &mut Vec<Send>) {
+        self.counters.trapped.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "handler failed; instance discarded");
+        if let Some(to) = reply_to {
+            out.push(Send::Error {
+                to,
+                kind: e.kind(),
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    /// Count what `handle` decided for one message and queue what it sends:
+    /// `outbox` (all of it is consumed) only on `ok`.
     fn core_outcome(
         &self,
         reply_to: Option<String>,
-        result: Result<Handled, CallError>,
+        outcome: Outcome,
+        outbox: impl Iterator<Item = Outgoing>,
         out: &mut Vec<Send>,
     ) {
         let error = |out: &mut Vec<Send>, kind: &'static str, reason: String| {
@@ -136,38 +177,26 @@ impl Dispatch {
                 out.push(Send::Error { to, kind, reason });
             }
         };
-        match result {
-            Ok(Handled {
-                outcome: Outcome::Ok(reply),
-                outbox,
-            }) => {
+        match outcome {
+            Outcome::Ok(reply) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                out.extend(outbox.into_iter().map(Send::Publish));
+                out.extend(outbox.map(Send::Publish));
                 if let (Some(to), Some(payload)) = (reply_to, reply) {
                     out.push(Send::Reply { to, payload });
                 }
+                return;
             }
-            Ok(Handled {
-                outcome: Outcome::Retry(reason),
-                ..
-            }) => {
+            Outcome::Retry(reason) => {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler asked for a retry");
                 error(out, "retry", reason);
             }
-            Ok(Handled {
-                outcome: Outcome::Reject(reason),
-                ..
-            }) => {
+            Outcome::Reject(reason) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler rejected the message");
                 error(out, "reject", reason);
             }
-            Err(e) => {
-                self.counters.trapped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "handler failed; instance discarded");
-                error(out, e.kind(), e.to_string());
-            }
         }
+        outbox.for_each(drop);
     }
 }

@@ -93,6 +93,9 @@ impl Dispatch {
                 fail(e.to_string())
             }
         };
-        out.push(Send::Settle { msg, settle });
+        out.push(Send::Settle {
+            msg: Box::new(msg),
+            settle,
+        });
     }
 }

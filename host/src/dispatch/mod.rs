@@ -53,7 +53,7 @@ pub use self::admission::Admission;
 use self::admission::Admit;
 use self::output::Send;
 use crate::jetstream::{JsSource, Settle};
-use crate::plugin::{Batch, CallError, Handled, Instance, Plugin};
+use crate::plugin::{CallError, Handled, Instance, Plugin};
 use crate::reload::PluginSlot;
 use crate::runtime::bindings::Message;
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
@@ -121,10 +121,9 @@ impl Dispatch {
         let mut instance: Option<Instance> = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut out = Vec::with_capacity(BATCH);
-        let mut limit = core::BatchLimit::new(self.plugin.timeout());
-        let mut encoded = Batch::new();
+        let mut batching = core::Batching::new(self.plugin.timeout());
         loop {
-            match rt.block_on(self.next_batch(&mut batch, limit.get())) {
+            match rt.block_on(self.next_batch(&mut batch, batching.limit())) {
                 Step::Batch => {}
                 Step::Stop => return false,
                 Step::Shutdown => break,
@@ -134,7 +133,7 @@ impl Dispatch {
             if self.slot.version() != self.version {
                 (self.plugin, self.version) = self.slot.current();
                 instance = None;
-                limit = core::BatchLimit::new(self.plugin.timeout());
+                batching = core::Batching::new(self.plugin.timeout());
                 tracing::info!(
                     plugin = self.plugin.name(),
                     version = self.version,
@@ -158,13 +157,7 @@ impl Dispatch {
             };
             let started = Instant::now();
             if self.plugin.batched() && matches!(self.source, Source::Core(_)) {
-                self.process_core_batch(
-                    &mut instance,
-                    &mut batch,
-                    &mut encoded,
-                    &mut limit,
-                    &mut out,
-                );
+                self.process_core_batch(&mut instance, &mut batch, &mut batching, &mut out);
             } else {
                 for msg in batch.drain(..) {
                     self.process(rt, &mut instance, msg, started, &mut out);
@@ -179,14 +172,8 @@ impl Dispatch {
         let mut rest: Vec<Incoming> = rest.into_iter().map(Incoming::Core).collect();
         if self.plugin.batched() {
             while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(limit.get()));
-                self.process_core_batch(
-                    &mut instance,
-                    &mut rest,
-                    &mut encoded,
-                    &mut limit,
-                    &mut out,
-                );
+                let tail = rest.split_off(rest.len().min(batching.limit()));
+                self.process_core_batch(&mut instance, &mut rest, &mut batching, &mut out);
                 rest = tail;
             }
         } else {
@@ -299,7 +286,7 @@ impl Dispatch {
                         Source::Core(_) => None,
                     };
                     out.push(Send::Settle {
-                        msg: m,
+                        msg: Box::new(m),
                         settle: Settle::Nak(delay),
                     });
                 }

@@ -37,8 +37,10 @@ pub(super) enum Send {
         kind: &'static str,
         reason: String,
     },
+    /// Boxed: a JetStream message is several times the size of the rest,
+    /// and every publish of a batch moves through this type.
     Settle {
-        msg: jetstream::Message,
+        msg: Box<jetstream::Message>,
         settle: Settle,
     },
 }
@@ -115,7 +117,7 @@ impl Output {
                         .await
                 }
                 Send::Settle { msg, settle } => {
-                    self.settle(msg, settle).await;
+                    self.settle(*msg, settle).await;
                     continue;
                 }
             };

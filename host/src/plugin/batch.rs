@@ -6,6 +6,7 @@
 
 use bytes::{Buf, Bytes};
 
+use super::Outcome;
 use crate::runtime::Outgoing;
 use crate::runtime::bindings::Message;
 
@@ -129,55 +130,81 @@ impl Batch {
     }
 }
 
-/// One message's result as the guest encoded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Raw {
-    Ok {
-        reply: Option<Bytes>,
-        /// Not yet checked: the host checks them as the `publisher` import would.
-        publishes: Vec<Outgoing>,
-    },
-    Retry(String),
-    Reject(String),
+/// The results of one `handle-batch` call. Kept by the caller between
+/// calls, so that its two buffers are reused: decoding a batch allocates
+/// nothing per message (payloads and subjects are slices of the one buffer
+/// the call returned).
+#[derive(Debug, Default)]
+pub struct BatchResults {
+    /// One per message, in order.
+    pub results: Vec<BatchResult>,
+    /// Every message's publishes, one after another, in order.
+    pub publishes: Vec<Outgoing>,
 }
 
-/// Read the results of a batch of `expected` messages.
-pub fn decode(out: Bytes, expected: usize) -> Result<Vec<Raw>, String> {
+/// One message's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    pub outcome: Outcome,
+    /// How many of [`BatchResults::publishes`] are this message's, from
+    /// where the message before left off. They are sent only on `Ok`.
+    pub publishes: usize,
+}
+
+impl BatchResults {
+    pub fn clear(&mut self) {
+        self.results.clear();
+        self.publishes.clear();
+    }
+}
+
+/// Read the results of a batch of `expected` messages into `into` (cleared
+/// first), unchecked: publishes are checked by the caller as the
+/// `publisher` import would check them.
+pub fn decode(out: Bytes, expected: usize, into: &mut BatchResults) -> Result<(), String> {
+    into.clear();
     let mut r = Reader(out);
     let count = r.u32()? as usize;
     if count != expected {
         return Err(format!("{count} results for {expected} messages"));
     }
-    let mut results = Vec::with_capacity(count);
     for i in 0..count {
         let result = match r.u8()? {
             OK => {
                 let n = r.u32()? as usize;
-                let mut publishes = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
                     let subject = async_nats::Subject::from_utf8(r.bytes()?)
                         .map_err(|e| format!("a publish subject is not UTF-8: {e}"))?;
                     let headers = r.headers()?;
                     let payload = r.bytes()?;
-                    publishes.push(Outgoing {
+                    into.publishes.push(Outgoing {
                         subject,
                         payload,
                         headers,
                     });
                 }
                 let reply = r.opt_bytes()?;
-                Raw::Ok { reply, publishes }
+                BatchResult {
+                    outcome: Outcome::Ok(reply.map(|r| r.to_vec())),
+                    publishes: n,
+                }
             }
-            RETRY => Raw::Retry(r.string()?),
-            REJECT => Raw::Reject(r.string()?),
+            RETRY => BatchResult {
+                outcome: Outcome::Retry(r.string()?),
+                publishes: 0,
+            },
+            REJECT => BatchResult {
+                outcome: Outcome::Reject(r.string()?),
+                publishes: 0,
+            },
             tag => return Err(format!("result {i}: unknown tag {tag}")),
         };
-        results.push(result);
+        into.results.push(result);
     }
     if r.0.has_remaining() {
         return Err(format!("{} bytes after the last result", r.0.remaining()));
     }
-    Ok(results)
+    Ok(())
 }
 
 struct Reader(Bytes);
@@ -296,17 +323,31 @@ mod tests {
         put(&mut out, b"later");
         out.push(REJECT);
         put(&mut out, b"never");
-        let results = decode(Bytes::from(out), 3).unwrap();
-        let Raw::Ok { reply, publishes } = &results[0] else {
-            panic!("{results:?}")
-        };
-        assert_eq!(reply.as_deref(), Some(&b"R"[..]));
+        let mut got = BatchResults::default();
+        // What a previous batch left is cleared.
+        got.results.push(BatchResult {
+            outcome: Outcome::Ok(None),
+            publishes: 0,
+        });
+        super::decode(Bytes::from(out), 3, &mut got).unwrap();
+        let result = |outcome, publishes| BatchResult { outcome, publishes };
+        assert_eq!(
+            got.results,
+            [
+                result(Outcome::Ok(Some(b"R".to_vec())), 2),
+                result(Outcome::Retry("later".into()), 0),
+                result(Outcome::Reject("never".into()), 0),
+            ]
+        );
+        let publishes = &got.publishes;
         assert_eq!(publishes.len(), 2);
         assert_eq!(publishes[0].subject.as_str(), "out.a");
         assert_eq!(publishes[0].headers, [("h".to_string(), "1".to_string())]);
         assert_eq!(&publishes[1].payload[..], b"B");
-        assert_eq!(results[1], Raw::Retry("later".into()));
-        assert_eq!(results[2], Raw::Reject("never".into()));
+    }
+
+    fn decode(out: Bytes, expected: usize) -> Result<(), String> {
+        super::decode(out, expected, &mut BatchResults::default())
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use wasmtime::{Store, Trap};
 
 use super::Plugin;
-use super::batch::{self, Batch, Raw};
+use super::batch::{self, Batch, BatchResults};
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::runtime::bindings::{BatchGuest, HandleError, HandlerGuest, Message};
 use crate::runtime::{HostState, Outgoing, describe_publish_error};
@@ -116,13 +116,18 @@ impl Instance {
     }
 
     /// Run `handle-batch` once on `batch`, under one deadline (the plugin's
-    /// timeout), and check each message's publishes as the `publisher`
-    /// import would. One [`Handled`] per message, in order. On `Err` nothing
-    /// of the batch may be acted on and the instance must be dropped.
+    /// timeout), into `results` (one [`BatchResult`](super::BatchResult) per
+    /// message, in order), and check each message's publishes as the
+    /// `publisher` import would: a refused one rejects its message. On `Err`
+    /// nothing of the batch may be acted on and the instance must be dropped.
     ///
     /// # Panics
     /// When the plugin has no batch export ([`batched`](Self::batched)).
-    pub fn handle_batch(&mut self, batch: &mut Batch) -> Result<Vec<Handled>, CallError> {
+    pub fn handle_batch(
+        &mut self,
+        batch: &mut Batch,
+        results: &mut BatchResults,
+    ) -> Result<(), CallError> {
         self.store.data_mut().delivery = None;
         self.arm_deadline();
         let export = self
@@ -132,19 +137,19 @@ impl Instance {
         let out = export
             .call_handle_batch(&mut self.store, batch.encoded())
             .map_err(|e| self.call_error(e))?;
-        let results = batch::decode(Bytes::from(out), batch.len()).map_err(CallError::Contract)?;
-        Ok(results
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let (result, outbox) = match raw {
-                    Raw::Ok { reply, publishes } => self.accept_publishes(reply, publishes),
-                    Raw::Retry(reason) => (Err(HandleError::Retry(reason)), Vec::new()),
-                    Raw::Reject(reason) => (Err(HandleError::Reject(reason)), Vec::new()),
-                };
-                self.handled(batch.asks_reply(i), result, outbox)
-            })
-            .collect())
+        batch::decode(Bytes::from(out), batch.len(), results).map_err(CallError::Contract)?;
+        let mut start = 0;
+        for (i, result) in results.results.iter_mut().enumerate() {
+            let publishes = &results.publishes[start..start + result.publishes];
+            start += result.publishes;
+            if matches!(result.outcome, Outcome::Ok(_))
+                && let Some(reason) = self.refusal(publishes)
+            {
+                result.outcome = Outcome::Reject(reason);
+            }
+            self.check_reply(batch.asks_reply(i), &mut result.outcome);
+        }
+        Ok(())
     }
 
     fn arm_deadline(&mut self) {
@@ -152,50 +157,54 @@ impl Instance {
         self.store.set_epoch_deadline(ticks);
     }
 
-    /// The publishes of one message of a batch, checked like the import
-    /// checks them; the first refusal rejects the message (what was accepted
-    /// before it is kept, to be discarded).
-    fn accept_publishes(
-        &self,
-        reply: Option<Bytes>,
-        mut publishes: Vec<Outgoing>,
-    ) -> (Result<Option<Vec<u8>>, HandleError>, Vec<Outgoing>) {
+    /// Why the publishes of one message of a batch are refused, checked
+    /// like the import checks them: the first refusal, if any.
+    fn refusal(&self, publishes: &[Outgoing]) -> Option<String> {
         let shared = &self.plugin.shared;
-        for (i, p) in publishes.iter().enumerate() {
-            if let Err(e) = shared.check_publish(&p.subject, p.payload.len(), &p.headers, i) {
-                let reason = format!("publish failed: {}", describe_publish_error(&e));
-                publishes.truncate(i);
-                return (Err(HandleError::Reject(reason)), publishes);
-            }
-        }
-        (Ok(reply.map(|r| r.to_vec())), publishes)
+        publishes.iter().enumerate().find_map(|(i, p)| {
+            let e = shared
+                .check_publish(&p.subject, p.payload.len(), &p.headers, i)
+                .err()?;
+            Some(format!("publish failed: {}", describe_publish_error(&e)))
+        })
     }
 
     /// The guest's answer for one message as an [`Outcome`], with the
-    /// publishes it made (sent only on `Ok`). A reply larger than the
-    /// server's max payload cannot be delivered, so it rejects.
+    /// publishes it made (sent only on `Ok`).
     fn handled(
         &self,
         asks_reply: bool,
         result: Result<Option<Vec<u8>>, HandleError>,
         mut outbox: Vec<Outgoing>,
     ) -> Handled {
-        let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
-        let outcome = match result {
-            Ok(Some(reply)) if asks_reply && max > 0 && reply.len() > max => {
-                // Undeliverable: reject, so nothing is published and the
-                // requester hears why instead of timing out.
-                outbox.clear();
-                Outcome::Reject(format!(
-                    "reply of {} bytes is larger than the server's max_payload of {max} bytes",
-                    reply.len()
-                ))
-            }
+        let mut outcome = match result {
             Ok(reply) => Outcome::Ok(reply),
             Err(HandleError::Retry(reason)) => Outcome::Retry(reason),
             Err(HandleError::Reject(reason)) => Outcome::Reject(reason),
         };
+        if !self.check_reply(asks_reply, &mut outcome) {
+            outbox.clear();
+        }
         Handled { outcome, outbox }
+    }
+
+    /// A reply larger than the server's max payload cannot be delivered:
+    /// reject instead, so nothing is published and the requester hears why
+    /// instead of timing out. `false` when it rejected.
+    fn check_reply(&self, asks_reply: bool, outcome: &mut Outcome) -> bool {
+        let max = self.plugin.shared.max_payload.load(Ordering::Relaxed);
+        if let Outcome::Ok(Some(reply)) = outcome
+            && asks_reply
+            && max > 0
+            && reply.len() > max
+        {
+            *outcome = Outcome::Reject(format!(
+                "reply of {} bytes is larger than the server's max_payload of {max} bytes",
+                reply.len()
+            ));
+            return false;
+        }
+        true
     }
 
     fn call_error(&self, e: wasmtime::Error) -> CallError {

@@ -37,7 +37,7 @@ use crate::runtime::{HostState, PluginCounters, PluginShared, Runtime};
 pub mod batch;
 mod instance;
 
-pub use batch::Batch;
+pub use batch::{Batch, BatchResult, BatchResults};
 pub use instance::{CallError, Handled, Instance, Outcome};
 
 /// Why a plugin could not be loaded.

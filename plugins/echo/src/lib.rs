@@ -7,17 +7,14 @@ use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
 struct Echo;
 
 impl Handler for Echo {
-    fn handle(msg: Message) -> Result<Reply, Error> {
+    fn handle(msg: &Message) -> Result<Reply, Error> {
         let prefix = config::str("prefix").unwrap_or("out");
         publish(
             &format!("{prefix}.{}", msg.subject),
             &msg.payload,
             &msg.headers,
         )?;
-        Ok(match msg.reply_to {
-            Some(_) => Reply::bytes(msg.payload),
-            None => Reply::none(),
-        })
+        Ok(msg.reply(msg.payload.as_slice()))
     }
 }
 

@@ -20,7 +20,7 @@ use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
 struct FaultyBatched;
 
 impl Handler for FaultyBatched {
-    fn handle(msg: Message) -> Result<Reply, Error> {
+    fn handle(msg: &Message) -> Result<Reply, Error> {
         let prefix: String = config::get_or("prefix", "out".to_string())?;
         let text = msg.text()?.to_string();
         if let Some(ms) = text.strip_prefix("slow:") {

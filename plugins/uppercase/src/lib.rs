@@ -10,7 +10,7 @@ use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
 struct Uppercase;
 
 impl Handler for Uppercase {
-    fn handle(msg: Message) -> Result<Reply, Error> {
+    fn handle(msg: &Message) -> Result<Reply, Error> {
         let prefix: String = config::get_or("prefix", "out".to_string())?;
         let upper = msg.payload.to_ascii_uppercase();
         let target = format!("{prefix}.{}", msg.subject);

@@ -78,29 +78,52 @@ impl<'a> Reader<'a> {
         b
     }
 
-    fn string(&mut self) -> String {
-        String::from_utf8(self.bytes().to_vec()).expect("the host sends UTF-8")
+    fn str(&mut self) -> &'a str {
+        std::str::from_utf8(self.bytes()).expect("the host sends UTF-8")
     }
 
-    pub(crate) fn message(&mut self) -> Message {
-        let subject = self.string();
-        let reply_to = if self.0[..4] == NONE.to_le_bytes() {
+    /// Decode the next message into `msg`, reusing its buffers: after the
+    /// first messages of a batch, decoding allocates nothing.
+    pub(crate) fn message_into(&mut self, msg: &mut Message) {
+        set(&mut msg.subject, self.str());
+        if self.0[..4] == NONE.to_le_bytes() {
             self.0 = &self.0[4..];
-            None
+            msg.reply_to = None;
         } else {
-            Some(self.string())
-        };
+            let reply_to = self.str();
+            match &mut msg.reply_to {
+                Some(r) => set(r, reply_to),
+                None => msg.reply_to = Some(reply_to.to_owned()),
+            }
+        }
         let n = self.u32() as usize;
-        let mut headers = Vec::with_capacity(n);
-        for _ in 0..n {
-            headers.push((self.string(), self.string()));
+        msg.headers.truncate(n);
+        for i in 0..n {
+            let (name, value) = (self.str(), self.str());
+            match msg.headers.get_mut(i) {
+                Some((k, v)) => {
+                    set(k, name);
+                    set(v, value);
+                }
+                None => msg.headers.push((name.to_owned(), value.to_owned())),
+            }
         }
-        let payload = self.bytes().to_vec();
-        Message {
-            subject,
-            payload,
-            headers,
-            reply_to,
-        }
+        msg.payload.clear();
+        msg.payload.extend_from_slice(self.bytes());
+    }
+}
+
+fn set(s: &mut String, value: &str) {
+    s.clear();
+    s.push_str(value);
+}
+
+/// An empty message, whose buffers [`Reader::message_into`] fills.
+pub(crate) fn empty_message() -> Message {
+    Message {
+        subject: String::new(),
+        payload: Vec::new(),
+        headers: Vec::new(),
+        reply_to: None,
     }
 }

@@ -12,7 +12,7 @@
 //! struct Uppercase;
 //!
 //! impl Handler for Uppercase {
-//!     fn handle(msg: Message) -> Result<Reply, Error> {
+//!     fn handle(msg: &Message) -> Result<Reply, Error> {
 //!         let prefix: String = config::get_or("prefix", "out".to_string())?;
 //!         let upper = msg.payload.to_ascii_uppercase();
 //!         let target = format!("{prefix}.{}", msg.subject);
@@ -67,8 +67,12 @@ pub use bindings::wasmgate::plugin::types::{Header, Message, PublishError};
 ///
 /// Publishes made during `handle` are sent only when it returns `Ok`; an
 /// `Err` (or a panic, which traps) discards them.
+///
+/// The message is lent, not given: inside a batch the SDK decodes every
+/// message into the same buffers, so a message costs no allocation. Clone
+/// what you keep (`msg.payload.clone()`).
 pub trait Handler {
-    fn handle(msg: Message) -> Result<Reply, Error>;
+    fn handle(msg: &Message) -> Result<Reply, Error>;
 }
 
 /// Export a [`Handler`] as the component's `wasmgate:plugin/handler` and
@@ -119,28 +123,32 @@ pub mod __private {
 
     /// Run a handler and translate its result to the WIT types.
     pub fn call<H: crate::Handler>(msg: crate::Message) -> Result<Option<Vec<u8>>, HandleError> {
-        match H::handle(msg) {
+        match H::handle(&msg) {
             Ok(reply) => Ok(reply.0),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Run a handler on each message of an encoded batch (see
-    /// `wit/batch-handler.wit`) and encode the results. Publishes are written
+    /// `wit/batch-handler.wit`) and encode the results. Each message is
+    /// decoded into the buffers of the one before and publishes are written
     /// straight into the results, so a message costs no allocation of the
     /// SDK's own. A malformed batch panics, which traps: the host then sends
     /// each message alone.
     pub fn call_batch<H: crate::Handler>(batch: &[u8]) -> Vec<u8> {
         let mut input = codec::Reader::new(batch);
         let count = input.u32();
-        let mut out = Vec::with_capacity(batch.len() + 64);
+        // Room for an echo of every message to a longer subject, so that
+        // the usual handler never makes the results grow and move.
+        let mut out = Vec::with_capacity(batch.len() + batch.len() / 4 + 64);
         codec::put_u32(&mut out, count);
+        let mut msg = codec::empty_message();
         for _ in 0..count {
-            let msg = input.message();
+            input.message_into(&mut msg);
             let start = out.len();
             codec::begin_ok(&mut out);
             BATCH.with(|b| *b.borrow_mut() = Some((out, 0)));
-            let result = H::handle(msg);
+            let result = H::handle(&msg);
             let (taken, publishes) = BATCH
                 .with(|b| b.borrow_mut().take())
                 .expect("the batch buffer is put back");
@@ -455,7 +463,7 @@ mod tests {
     struct Fanout;
 
     impl Handler for Fanout {
-        fn handle(msg: Message) -> Result<Reply, Error> {
+        fn handle(msg: &Message) -> Result<Reply, Error> {
             match msg.text()? {
                 "fail" => {
                     publish("out.discarded", b"x", &[])?;
@@ -540,13 +548,24 @@ mod tests {
     }
 
     #[test]
-    fn messages_decode_as_encoded() {
-        let msgs = [msg(Some("r.1")), text_msg("", None)];
+    fn messages_decode_as_encoded_into_reused_buffers() {
+        let two_headers = Message {
+            headers: vec![("x".into(), "1".into()), ("y".into(), "2".into())],
+            ..text_msg("a longer payload than the next", None)
+        };
+        let msgs = [
+            msg(Some("r.1")),
+            text_msg("", None),
+            two_headers,
+            text_msg("short", Some("r.2")),
+            msg(None),
+        ];
         let encoded = encode(&msgs);
         let mut r = codec::Reader::new(&encoded);
-        assert_eq!(r.u32(), 2);
+        assert_eq!(r.u32(), msgs.len() as u32);
+        let mut got = codec::empty_message();
         for want in &msgs {
-            let got = r.message();
+            r.message_into(&mut got);
             assert_eq!(
                 (&got.subject, &got.payload, &got.headers, &got.reply_to),
                 (&want.subject, &want.payload, &want.headers, &want.reply_to)

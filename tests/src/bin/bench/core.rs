@@ -23,8 +23,8 @@ pub struct Params {
     pub size: usize,
     pub runs: usize,
     pub capacity: usize,
-    /// Only the gateway's runs (for profiling its path).
-    pub gateway_only: bool,
+    /// Only this kind's runs (for profiling one path).
+    pub only_kind: Option<Kind>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
         let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayUnbatched];
         order.rotate_left(run % 3);
         for kind in order {
-            if p.gateway_only && kind != Kind::Gateway {
+            if p.only_kind.is_some_and(|only| only != kind) {
                 continue;
             }
             k += 1;
@@ -216,7 +216,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let gateway = Sample::new("msg/s", rates[0].clone());
     let native = Sample::new("msg/s", rates[1].clone());
     let unbatched = Sample::new("msg/s", rates[2].clone());
-    let ratio = if p.gateway_only {
+    let ratio = if p.only_kind.is_some() {
         f64::NAN
     } else {
         gateway.median / native.median

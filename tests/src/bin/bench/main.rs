@@ -34,7 +34,7 @@ struct Options {
     quick: bool,
     only: Option<Vec<String>>,
     publish: bool,
-    gateway_only: bool,
+    only_kind: Option<core::Kind>,
 }
 
 fn main() -> ExitCode {
@@ -70,14 +70,15 @@ fn parse_run(mut args: impl Iterator<Item = String>) -> anyhow::Result<Options> 
         quick: false,
         only: None,
         publish: false,
-        gateway_only: false,
+        only_kind: None,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--out" => o.out = args.next().context("--out DIR")?.into(),
             "--quick" => o.quick = true,
             "--publish" => o.publish = true,
-            "--gateway-only" => o.gateway_only = true,
+            "--gateway-only" => o.only_kind = Some(core::Kind::Gateway),
+            "--native-only" => o.only_kind = Some(core::Kind::Native),
             "--only" => {
                 o.only = Some(
                     args.next()
@@ -199,7 +200,7 @@ fn run(o: Options) -> anyhow::Result<()> {
                 // Room for every message of a run: nothing can be dropped by
                 // the client's buffer, and slow-consumer events say if it was.
                 capacity: (messages as usize + 65_536).next_power_of_two(),
-                gateway_only: o.gateway_only,
+                only_kind: o.only_kind,
             };
             results["core"] = core::run(&server, &p).await?;
         }

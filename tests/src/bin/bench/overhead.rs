@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use wasmgate::dispatch::to_wit;
-use wasmgate::plugin::{Batch, Outcome, Plugin};
+use wasmgate::plugin::{Batch, BatchResults, Outcome, Plugin};
 use wasmgate::runtime::{Outgoing, Runtime};
 use wasmgate_tests::{plugin, plugin_from, polyglot_wasm};
 
@@ -105,8 +105,15 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
         inputs.push_nats(&nats_msg);
     }
     anyhow::ensure!(echo_inst.batched(), "echo exports batch-handler");
-    let hs = echo_inst.handle_batch(&mut inputs)?;
-    anyhow::ensure!(hs.len() == BATCH && hs.iter().all(|h| h.outbox.len() == 1));
+    let mut results = BatchResults::default();
+    echo_inst.handle_batch(&mut inputs, &mut results)?;
+    anyhow::ensure!(
+        results.results.len() == BATCH
+            && results
+                .results
+                .iter()
+                .all(|r| r.outcome == Outcome::Ok(None) && r.publishes == 1)
+    );
 
     // Check the plugins do what the layers assume before timing them.
     let h = echo_inst.handle(&input)?;
@@ -142,7 +149,8 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             }
             "echo_batch_call" => {
                 for _ in 0..n.div_ceil(BATCH as u64) {
-                    black_box(echo_inst.handle_batch(black_box(&mut inputs))?);
+                    echo_inst.handle_batch(black_box(&mut inputs), &mut results)?;
+                    black_box(&results);
                 }
             }
             "full_dispatch_batched" => {
@@ -153,16 +161,19 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
                     for m in &msgs {
                         encoded.push_nats(m);
                     }
-                    let hs = echo_inst.handle_batch(&mut encoded)?;
-                    for (msg, h) in msgs.into_iter().zip(hs) {
+                    echo_inst.handle_batch(&mut encoded, &mut results)?;
+                    let mut publishes = results.publishes.drain(..);
+                    for (msg, r) in msgs.into_iter().zip(results.results.drain(..)) {
                         let span = message_span(&msg, echo.name());
                         let _entered = span.enter();
-                        if let Outcome::Ok(_) = h.outcome {
+                        let outbox = (&mut publishes).take(r.publishes);
+                        if let Outcome::Ok(_) = r.outcome {
                             handled.fetch_add(1, Ordering::Relaxed);
-                            out.extend(h.outbox);
+                            out.extend(outbox);
                         }
                         black_box(msg.reply.map(|r| r.to_string()));
                     }
+                    drop(publishes);
                     black_box(&out);
                     out.clear();
                 }
@@ -283,6 +294,7 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
         js.instantiate()?,
     ];
     let mut rust_batched = rust.instantiate()?;
+    let mut batch_results = BatchResults::default();
     for inst in &mut instances {
         let h = inst.handle(&input)?;
         anyhow::ensure!(
@@ -311,7 +323,8 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
                 "rust_batched" => {
                     let rounds = n.div_ceil(BATCH as u64);
                     for _ in 0..rounds {
-                        black_box(rust_batched.handle_batch(black_box(&mut encoded))?);
+                        rust_batched.handle_batch(black_box(&mut encoded), &mut batch_results)?;
+                        black_box(&batch_results);
                     }
                     rounds * BATCH as u64
                 }

@@ -45,6 +45,17 @@ impl Kind {
     }
 }
 
+/// `<prefix>.<subject>`, built the way the `echo` plugin builds it (one
+/// allocation of the exact size; `format!` costs two and a grow, ~30 ns
+/// natively and ~100 ns in WebAssembly), so both sides do the same work.
+pub fn target(prefix: &str, subject: &str) -> String {
+    let mut target = String::with_capacity(prefix.len() + 1 + subject.len());
+    target.push_str(prefix);
+    target.push('.');
+    target.push_str(subject);
+    target
+}
+
 /// The native republisher: one task, receive and publish.
 pub struct Native {
     client: async_nats::Client,
@@ -63,7 +74,7 @@ impl Native {
         let h = handled.clone();
         let task = tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let _ = c.publish(format!("out.{}", m.subject), m.payload).await;
+                let _ = c.publish(target("out", &m.subject), m.payload).await;
                 h.fetch_add(1, Ordering::Relaxed);
             }
         });

@@ -142,7 +142,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                     let task = tokio::spawn(async move {
                         while let Some(Ok(m)) = messages.next().await {
                             let _ = c
-                                .publish(format!("out.{}", m.subject), m.payload.clone())
+                                .publish(crate::core::target("out", &m.subject), m.payload.clone())
                                 .await;
                             let _ = m.ack().await;
                         }

@@ -202,9 +202,9 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             "native_work" => {
                 for _ in 0..n {
                     let msg = black_box(&nats_msg).clone();
-                    let prefix = config.get("prefix").cloned().unwrap_or_default();
+                    let prefix = config.get("prefix").map_or("", String::as_str);
                     black_box(Outgoing {
-                        subject: format!("{prefix}.{}", msg.subject).into(),
+                        subject: crate::core::target(prefix, &msg.subject).into(),
                         payload: msg.payload,
                         headers: Vec::new(),
                     });

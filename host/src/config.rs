@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::subject;
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub nats: NatsConfig,
@@ -29,19 +29,6 @@ pub struct Config {
     /// The plugins and their bindings (`[[plugin]]` tables).
     #[serde(rename = "plugin", skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            nats: NatsConfig::default(),
-            health: HealthConfig::default(),
-            reconnect: ReconnectConfig::default(),
-            http: HttpConfig::default(),
-            runtime: RuntimeConfig::default(),
-            plugins: Vec::new(),
-        }
-    }
 }
 
 /// `[nats]`: where to connect and how to authenticate.
@@ -740,13 +727,14 @@ impl Config {
                 "must be greater than zero with overload = \"shed\"".into(),
             );
         }
-        if let Some(dir) = self.runtime.cache_dir() {
-            if dir.exists() && !dir.is_dir() {
-                bad(
-                    "runtime.cache_dir",
-                    format!("{} exists and is not a directory", dir.display()),
-                );
-            }
+        if let Some(dir) = self.runtime.cache_dir()
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            bad(
+                "runtime.cache_dir",
+                format!("{} exists and is not a directory", dir.display()),
+            );
         }
 
         let mut names = std::collections::HashSet::new();
@@ -806,10 +794,10 @@ impl Config {
                 if let Err(e) = subject::validate_filter(&b.subject) {
                     bad(&format!("{at}.binding[{j}].subject"), e.to_string());
                 }
-                if let Some(q) = &b.queue {
-                    if let Err(e) = subject::validate_queue(q) {
-                        bad(&format!("{at}.binding[{j}].queue"), e);
-                    }
+                if let Some(q) = &b.queue
+                    && let Err(e) = subject::validate_queue(q)
+                {
+                    bad(&format!("{at}.binding[{j}].queue"), e);
                 }
                 if let Some(js) = &b.jetstream {
                     let key = |k: &str| format!("{at}.binding[{j}].jetstream.{k}");
@@ -850,10 +838,10 @@ impl Config {
                     if js.heartbeat.is_zero() {
                         bad(&key("heartbeat"), "must be greater than zero".into());
                     }
-                    if let Some(dl) = &js.dead_letter {
-                        if let Err(e) = subject::validate_publish(dl) {
-                            bad(&key("dead_letter"), e.to_string());
-                        }
+                    if let Some(dl) = &js.dead_letter
+                        && let Err(e) = subject::validate_publish(dl)
+                    {
+                        bad(&key("dead_letter"), e.to_string());
                     }
                 }
             }

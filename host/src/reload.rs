@@ -419,14 +419,14 @@ pub fn watch(
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if matches!(
+        if let Ok(event) = event
+            && matches!(
                 event.kind,
                 notify::EventKind::Create(_) | notify::EventKind::Modify(_)
-            ) {
-                for path in event.paths {
-                    let _ = tx.send(path);
-                }
+            )
+        {
+            for path in event.paths {
+                let _ = tx.send(path);
             }
         }
     })?;

@@ -197,7 +197,8 @@ impl Collector for StatusCollector {
             &messages,
         )?;
         // One counter per binding for each of these.
-        let per_binding: [(&str, &str, fn(&crate::status::BindingStatus) -> u64); 3] = [
+        type Read = fn(&crate::status::BindingStatus) -> u64;
+        let per_binding: [(&str, &str, Read); 3] = [
             (
                 "wasmgate_publish_failures",
                 "Failed publishes, replies and acks",

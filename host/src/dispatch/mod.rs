@@ -65,7 +65,7 @@ pub const ERROR_HEADER: &str = "Wasmgate-Error";
 /// Where a binding's messages come from.
 pub enum Source {
     Core(Subscriber),
-    JetStream(JsSource),
+    JetStream(Box<JsSource>),
 }
 
 /// Everything one dispatch thread needs.

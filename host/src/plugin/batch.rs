@@ -265,7 +265,10 @@ mod tests {
     use super::*;
 
     /// The results encoding, written the way the SDK writes it.
-    fn ok(out: &mut Vec<u8>, reply: Option<&[u8]>, publishes: &[(&str, &[(&str, &str)], &[u8])]) {
+    /// A publish: subject, headers, payload.
+    type Publish<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
+    fn ok(out: &mut Vec<u8>, reply: Option<&[u8]>, publishes: &[Publish]) {
         out.push(OK);
         out.extend_from_slice(&(publishes.len() as u32).to_le_bytes());
         for (subject, headers, payload) in publishes {

@@ -76,9 +76,9 @@ impl Supervisor {
         let mut sources = Vec::with_capacity(b.workers);
         for _ in 0..b.workers.max(1) {
             let source = match (&b.jetstream, &b.queue) {
-                (Some(js), _) => Source::JetStream(
+                (Some(js), _) => Source::JetStream(Box::new(
                     JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i).await?,
-                ),
+                )),
                 (None, queue) => {
                     let group = match queue {
                         Some(q) => Some(q.clone()),

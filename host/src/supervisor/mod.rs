@@ -180,7 +180,8 @@ impl Supervisor {
             .establish(&backoff, ConnectionState::Connecting)
             .await?
         else {
-            return Ok(self.stopped());
+            self.stopped();
+            return Ok(());
         };
 
         let mut ticker = tokio::time::interval(self.config.health.interval);
@@ -242,7 +243,10 @@ impl Supervisor {
             };
             match next {
                 Some(new) => conn = new,
-                None => return Ok(self.stopped()),
+                None => {
+                    self.stopped();
+                    return Ok(());
+                }
             }
         }
     }

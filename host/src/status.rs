@@ -164,8 +164,11 @@ pub struct PluginStatus {
     pub publish_refused: u64,
     /// Of those, refused by `publish_allow`.
     pub publish_forbidden: u64,
-    /// Whether core bindings hand it batches (`handle-batch`).
+    /// Whether bindings hand it batches (`handle-batch`).
     pub batched: bool,
+    /// Whether it imports `delivery`: its JetStream bindings then call
+    /// `handle` once per message, so it can read each one's metadata.
+    pub reads_delivery: bool,
 }
 
 fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
@@ -283,6 +286,7 @@ impl StatusHub {
                     publish_refused: c.publish_refused.load(Ordering::Relaxed),
                     publish_forbidden: c.publish_forbidden.load(Ordering::Relaxed),
                     batched: plugin.batched(),
+                    reads_delivery: plugin.reads_delivery(),
                 }
             })
             .collect()

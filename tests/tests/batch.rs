@@ -242,3 +242,131 @@ async fn only_plugins_with_the_batch_export_are_batched() {
     assert_eq!(msg.subject.as_str(), "out.p.1");
     f.finish().await;
 }
+
+/// A JetStream binding batches a plugin that does not read `delivery`
+/// (`faulty-batched`), and still calls `handle` per message for one that
+/// does (`jsprobe`). In a batch, bad messages fail alone: the good ones are
+/// handled once and acked, the trapped, retried and rejected ones end in the
+/// dead-letter stream, and nothing is left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_batches_settle_each_message_by_its_own_result() {
+    use async_nats::jetstream::{self, consumer, stream};
+
+    init_logs();
+    let server = NatsServer::start();
+    let js_table = |stream: &str| {
+        let text = format!(
+            "stream = \"{stream}\"\nconsumer = \"gw\"\ncreate = true\nack_wait = \"3s\"\n\
+             backoff = [\"100ms\"]\nmax_deliver = 2\ndead_letter = \"dlq.{stream}\"\n"
+        );
+        toml::from_str::<wasmgate::config::JetStreamConfig>(&text).unwrap()
+    };
+    let mut config = test_config(&[server.url()]);
+    let mut fb = plugin("fb", "faulty-batched", &["b.>"], &[("prefix", "out")]);
+    fb.timeout = TIMEOUT;
+    fb.bindings[0].jetstream = Some(js_table("B"));
+    config.plugins.push(fb);
+    let mut probe = plugin("probe", "jsprobe", &["p.>"], &[("prefix", "out")]);
+    probe.bindings[0].jetstream = Some(js_table("P"));
+    config.plugins.push(probe);
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+
+    let nc = client(&server).await;
+    let js = jetstream::new(nc.clone());
+    js.create_stream(stream::Config {
+        name: "DLQ".into(),
+        subjects: vec!["dlq.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut out = nc.subscribe("out.>").await.unwrap();
+    let mut dlq = nc.subscribe("dlq.>").await.unwrap();
+    nc.flush().await.unwrap();
+
+    // The slow first message holds the worker while the rest queue up.
+    let mut sent = vec!["slow:200".to_string()];
+    for i in 0..30 {
+        sent.push(match i {
+            5 => "trap".into(),
+            12 => "retry".into(),
+            20 => "reject".into(),
+            _ => format!("m{i}"),
+        });
+    }
+    for (i, payload) in sent.iter().enumerate() {
+        js.publish(format!("b.{i}"), payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    js.publish("p.1", "x".into()).await.unwrap().await.unwrap();
+
+    let bad = ["trap", "retry", "reject"];
+    let mut want: Vec<String> = sent
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !bad.contains(&p.as_str()))
+        .map(|(i, _)| format!("out.b.{i}"))
+        .collect();
+    want.push("out.p.1".into());
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let msg = tokio::time::timeout(WAIT, out.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} outputs: {got:?}", got.len(), want.len()))
+            .unwrap();
+        got.push(msg.subject.to_string());
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each good message handled once");
+
+    let mut dead = Vec::new();
+    while dead.len() < bad.len() {
+        let msg = tokio::time::timeout(WAIT, dlq.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {dead:?} dead-lettered"))
+            .unwrap();
+        dead.push(text(&msg));
+    }
+    dead.sort();
+    assert_eq!(dead, ["reject", "retry", "trap"]);
+
+    let status = eventually(WAIT, "every message settled", || async {
+        let s = gw.status();
+        (s.bindings[0].dead_lettered == 3 && s.bindings[1].handled == 1).then_some(s)
+    })
+    .await;
+    let (fb, probe) = (&status.bindings[0], &status.bindings[1]);
+    assert_eq!(
+        (fb.handled, fb.rejected, fb.dead_lettered),
+        (28, 1, 3),
+        "{fb:?}"
+    );
+    assert!(fb.batches >= 1 && fb.batches_rerun >= 1, "{fb:?}");
+    assert_eq!(probe.batches, 0, "a plugin reading delivery is not batched");
+    assert_eq!(
+        status
+            .plugins
+            .iter()
+            .map(|p| (p.batched, p.reads_delivery))
+            .collect::<Vec<_>>(),
+        [(true, false), (false, true)]
+    );
+    let info = js
+        .get_stream("B")
+        .await
+        .unwrap()
+        .get_consumer::<consumer::pull::Config>("gw")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.num_ack_pending, 0, "nothing left unacknowledged");
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}

@@ -26,8 +26,15 @@ fn js_config(stream: &str, consumer: &str) -> JetStreamConfig {
 }
 
 fn gateway_config(server: &NatsServer, js: JetStreamConfig) -> wasmgate::Config {
+    gateway_config_with(server, js, "jsprobe")
+}
+
+/// The same with another plugin: `jsprobe` reads each message's delivery
+/// metadata, so it gets one `handle` per message; `echo` does not, so its
+/// JetStream messages arrive in batches.
+fn gateway_config_with(server: &NatsServer, js: JetStreamConfig, wasm: &str) -> wasmgate::Config {
     let mut config = test_config(&[server.url()]);
-    let mut p = plugin("probe", "jsprobe", &["in.>"], &[("prefix", "out")]);
+    let mut p = plugin("probe", wasm, &["in.>"], &[("prefix", "out")]);
     p.bindings[0].jetstream = Some(js);
     config.plugins.push(p);
     config
@@ -384,10 +391,21 @@ async fn two_gateways_share_a_durable_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_loss_across_server_kills_and_a_gateway_restart() {
+    zero_loss("jsprobe").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_loss_in_batches_across_server_kills_and_a_gateway_restart() {
+    zero_loss("echo").await;
+}
+
+/// Kill and restart the server five times and restart the gateway once
+/// while 10,000 messages go through `wasm`: every one is handled.
+async fn zero_loss(wasm: &str) {
     init_logs();
     let mut server = NatsServer::start();
     let url = server.url();
-    let config = gateway_config(&server, js_config("IN", "gw"));
+    let config = gateway_config_with(&server, js_config("IN", "gw"), wasm);
     {
         let nc = client(&server).await;
         let js = jetstream::new(nc);
@@ -441,10 +459,19 @@ async fn zero_loss_across_server_kills_and_a_gateway_restart() {
         }
     });
 
+    let batched = wasm != "jsprobe";
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         server.restart();
         if round == 2 {
+            let status = gw.status();
+            assert_eq!(status.plugins[0].reads_delivery, !batched);
+            assert_eq!(
+                status.bindings[0].batches > 0,
+                batched,
+                "{wasm}: batches {}",
+                status.bindings[0].batches
+            );
             shutdown.cancel();
             gw.wait().await.unwrap();
             shutdown = CancellationToken::new();
@@ -467,7 +494,7 @@ async fn zero_loss_across_server_kills_and_a_gateway_restart() {
         .collect();
     let duplicates: usize = counts.values().map(|(c, _)| c - 1).sum();
     println!(
-        "zero-loss run: {} distinct of {n}, {duplicates} duplicate handlings",
+        "zero-loss run ({wasm}): {} distinct of {n}, {duplicates} duplicate handlings",
         counts.len()
     );
     assert!(

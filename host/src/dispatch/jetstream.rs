@@ -1,17 +1,21 @@
 //! JetStream messages on the dispatch thread: one `handle` call per message
-//! (the guest can read the delivery metadata of the message in hand), keeping
+//! (the guest can read the delivery metadata of the message in hand) or
+//! their share of a `handle-batch` call ([`super::batch`]), keeping
 //! deliveries alive while they wait or run long, and settling each by the
 //! rules in [`crate::jetstream`].
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use async_nats::Subject;
 use async_nats::jetstream::{self, AckKind};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use super::{Dispatch, Send, Source, to_wit};
 use crate::jetstream::Settle;
-use crate::plugin::{Handled, Instance, Outcome};
+use crate::plugin::{CallError, Instance, Outcome};
+use crate::runtime::Outgoing;
 
 impl Dispatch {
     pub(super) fn process_js(
@@ -22,31 +26,16 @@ impl Dispatch {
         batch_started: Instant,
         out: &mut Vec<Send>,
     ) {
-        let Source::JetStream(source) = &self.source else {
-            unreachable!("JetStream messages come from a JetStream source")
-        };
-        let binding = &source.binding;
-        let ack_wait = binding.config.ack_wait;
-        let delivery = crate::jetstream::delivery_info(&msg);
-        let delivered = delivery.as_ref().map_or(1, |d| d.delivered);
-
         // Messages queued behind slow ones in this batch, and calls that may
         // outlast half the ack wait, keep their deliveries alive.
-        if batch_started.elapsed() > ack_wait / 2 {
+        if let Some(ack_wait) = self.ack_wait()
+            && batch_started.elapsed() > ack_wait / 2
+        {
             let _ = rt.block_on(msg.ack_with(AckKind::Progress));
         }
-        let ticker = (self.plugin.timeout() > ack_wait / 2).then(|| {
-            let client = self.client.clone();
-            let reply = msg.reply.clone();
-            rt.spawn(async move {
-                let Some(reply) = reply else { return };
-                loop {
-                    tokio::time::sleep(ack_wait / 2).await;
-                    let _ = client.publish(reply.clone(), "+WPI".into()).await;
-                }
-            })
-        });
+        let ticker = self.keep_alive(rt, || msg.reply.clone().into_iter().collect());
 
+        let delivery = crate::jetstream::delivery_info(&msg);
         let mut input = to_wit(msg.message.clone());
         // The reply subject of a JetStream message is its ack subject, not a requester.
         input.reply_to = None;
@@ -54,7 +43,59 @@ impl Dispatch {
         if let Some(ticker) = ticker {
             ticker.abort();
         }
+        let result = result.map(|h| (h.outcome, h.outbox.into_iter()));
+        self.js_outcome(msg, result, out);
+    }
 
+    /// The binding's ack wait (a JetStream binding's only).
+    fn ack_wait(&self) -> Option<Duration> {
+        match &self.source {
+            Source::JetStream(source) => Some(source.binding.config.ack_wait),
+            Source::Core(_) => None,
+        }
+    }
+
+    /// When a call may outlast half the ack wait, a task that tells the
+    /// server every half ack wait that these messages are still in progress
+    /// (`+WPI` to each reply subject), until aborted after the call.
+    /// `replies` is asked for only then.
+    pub(super) fn keep_alive(
+        &self,
+        rt: &Handle,
+        replies: impl FnOnce() -> Vec<Subject>,
+    ) -> Option<JoinHandle<()>> {
+        let ack_wait = self.ack_wait()?;
+        if self.plugin.timeout() <= ack_wait / 2 {
+            return None;
+        }
+        let replies = replies();
+        if replies.is_empty() {
+            return None;
+        }
+        let client = self.client.clone();
+        Some(rt.spawn(async move {
+            loop {
+                tokio::time::sleep(ack_wait / 2).await;
+                for reply in &replies {
+                    let _ = client.publish(reply.clone(), "+WPI".into()).await;
+                }
+            }
+        }))
+    }
+
+    /// Settle a JetStream message by what its call decided: `outbox` (all of
+    /// it is consumed) is sent only on `ok`, before the ack.
+    pub(super) fn js_outcome(
+        &self,
+        msg: jetstream::Message,
+        result: Result<(Outcome, impl Iterator<Item = Outgoing>), CallError>,
+        out: &mut Vec<Send>,
+    ) {
+        let Source::JetStream(source) = &self.source else {
+            unreachable!("JetStream messages come from a JetStream source")
+        };
+        let binding = &source.binding;
+        let delivered = crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
         let fail = |reason: String| {
             if binding.is_last_delivery(delivered) {
                 Settle::DeadLetter(format!("max deliveries ({delivered}) reached: {reason}"))
@@ -63,26 +104,19 @@ impl Dispatch {
             }
         };
         let settle = match result {
-            Ok(Handled {
-                outcome: Outcome::Ok(_),
-                outbox,
-            }) => {
+            Ok((Outcome::Ok(_), outbox)) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                out.extend(outbox.into_iter().map(Send::Publish));
+                out.extend(outbox.map(Send::Publish));
                 Settle::Ack
             }
-            Ok(Handled {
-                outcome: Outcome::Retry(reason),
-                ..
-            }) => {
+            Ok((Outcome::Retry(reason), outbox)) => {
+                outbox.for_each(drop);
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, delivered, "handler asked for a retry");
                 fail(reason)
             }
-            Ok(Handled {
-                outcome: Outcome::Reject(reason),
-                ..
-            }) => {
+            Ok((Outcome::Reject(reason), outbox)) => {
+                outbox.for_each(drop);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler rejected the message");
                 Settle::DeadLetter(format!("rejected: {reason}"))

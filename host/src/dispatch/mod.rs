@@ -21,10 +21,12 @@
 //! all their output in one go, so the async hand-off is paid per batch, not
 //! per message.
 //!
-//! A plugin that exports `batch-handler` gets a core binding's batch in one
-//! `handle-batch` call ([`core`]): crossing into wasm and back costs about as
-//! much as a plugin's whole work on a small message, so paying it once per
-//! batch is what brings a plugin close to native throughput. A batch that
+//! A plugin that exports `batch-handler` gets a binding's batch in one
+//! `handle-batch` call ([`batch`]; a JetStream binding's only when the
+//! plugin does not read per-message `delivery` metadata): crossing into
+//! wasm and back costs about as much as a plugin's whole work on a small
+//! message, so paying it once per batch is what brings a plugin close to
+//! native throughput. A batch that
 //! traps or runs out of time is re-run one message at a time on fresh
 //! instances, so only the message at fault fails; batches that keep running
 //! out of time are made smaller.
@@ -34,6 +36,7 @@
 //! binding naks what it prefetched, so it is redelivered at once elsewhere).
 
 mod admission;
+mod batch;
 mod core;
 mod jetstream;
 mod output;
@@ -96,6 +99,9 @@ enum Step {
     Shutdown,
 }
 
+// Not boxed: messages move once into a reused batch buffer, and a box
+// would cost an allocation per JetStream message.
+#[allow(clippy::large_enum_variant)]
 enum Incoming {
     Core(async_nats::Message),
     Js(async_nats::jetstream::Message),
@@ -121,7 +127,7 @@ impl Dispatch {
         let mut instance: Option<Instance> = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut out = Vec::with_capacity(BATCH);
-        let mut batching = core::Batching::new(self.plugin.timeout());
+        let mut batching = batch::Batching::new(self.plugin.timeout());
         loop {
             match rt.block_on(self.next_batch(&mut batch, batching.limit())) {
                 Step::Batch => {}
@@ -133,7 +139,7 @@ impl Dispatch {
             if self.slot.version() != self.version {
                 (self.plugin, self.version) = self.slot.current();
                 instance = None;
-                batching = core::Batching::new(self.plugin.timeout());
+                batching = batch::Batching::new(self.plugin.timeout());
                 tracing::info!(
                     plugin = self.plugin.name(),
                     version = self.version,
@@ -156,8 +162,8 @@ impl Dispatch {
                 },
             };
             let started = Instant::now();
-            if self.plugin.batched() && matches!(self.source, Source::Core(_)) {
-                self.process_core_batch(&mut instance, &mut batch, &mut batching, &mut out);
+            if self.batches() {
+                self.process_batch(rt, &mut instance, &mut batch, &mut batching, &mut out);
             } else {
                 for msg in batch.drain(..) {
                     self.process(rt, &mut instance, msg, started, &mut out);
@@ -170,10 +176,10 @@ impl Dispatch {
 
         let rest = rt.block_on(self.drain());
         let mut rest: Vec<Incoming> = rest.into_iter().map(Incoming::Core).collect();
-        if self.plugin.batched() {
+        if self.batches() {
             while !rest.is_empty() {
                 let tail = rest.split_off(rest.len().min(batching.limit()));
-                self.process_core_batch(&mut instance, &mut rest, &mut batching, &mut out);
+                self.process_batch(rt, &mut instance, &mut rest, &mut batching, &mut out);
                 rest = tail;
             }
         } else {

@@ -81,6 +81,16 @@ impl Batch {
 
     /// Add a NATS message.
     pub fn push_nats(&mut self, msg: &async_nats::Message) {
+        self.push_nats_as(msg, msg.reply.as_deref());
+    }
+
+    /// Add a JetStream message. Its reply subject is its ack subject, not a
+    /// requester: the guest sees none, as with `handle`.
+    pub fn push_jetstream(&mut self, msg: &async_nats::Message) {
+        self.push_nats_as(msg, None);
+    }
+
+    fn push_nats_as(&mut self, msg: &async_nats::Message, reply_to: Option<&str>) {
         let headers: Vec<(&str, &str)> = match &msg.headers {
             None => Vec::new(),
             Some(h) => h
@@ -91,12 +101,7 @@ impl Batch {
                 })
                 .collect(),
         };
-        self.push(
-            &msg.subject,
-            msg.reply.as_deref(),
-            headers.into_iter(),
-            &msg.payload,
-        );
+        self.push(&msg.subject, reply_to, headers.into_iter(), &msg.payload);
     }
 
     /// Add a message in its WIT form.

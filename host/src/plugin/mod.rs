@@ -95,6 +95,8 @@ pub struct Plugin {
     /// Set when the component exports `batch-handler` and the config lets
     /// the host use it.
     batch: Option<BatchIndices>,
+    /// The component imports `delivery` (any 0.1.x).
+    reads_delivery: bool,
     shared: Arc<PluginShared>,
     path: PathBuf,
     timeout: Duration,
@@ -201,6 +203,10 @@ impl Plugin {
             }
         );
         let (pre, handler, batch) = link(runtime, &name, &path, &component)?;
+        let reads_delivery = component
+            .component_type()
+            .imports(runtime.engine())
+            .any(|(name, _)| name.starts_with(bindings::DELIVERY_IMPORT));
         let grants = WasiGrants::resolve(&name, &config.wasi);
         // Open the preopens once now, so a bad grant stops the load, not a message.
         grants
@@ -226,6 +232,7 @@ impl Plugin {
             pre,
             handler,
             batch: batch.filter(|_| config.batch),
+            reads_delivery,
             shared,
             path,
             timeout: config.timeout,
@@ -248,9 +255,15 @@ impl Plugin {
         &self.path
     }
 
-    /// Whether core bindings hand this plugin whole batches (`handle-batch`).
+    /// Whether bindings hand this plugin whole batches (`handle-batch`).
     pub fn batched(&self) -> bool {
         self.batch.is_some()
+    }
+
+    /// Whether the plugin imports `delivery` (reads the JetStream metadata
+    /// of the message in hand): its JetStream bindings are then not batched.
+    pub fn reads_delivery(&self) -> bool {
+        self.reads_delivery
     }
 
     /// The deadline of one `handle` call.

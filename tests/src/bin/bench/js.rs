@@ -108,6 +108,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             ];
             let counter = Child::spawn(&args).await?;
             let cfg = js_config(&name);
+            let mut mean_batch = f64::NAN;
             let report = match kind {
                 Kind::Gateway | Kind::GatewayUnbatched => {
                     let mut config = wasmgate::Config::default();
@@ -119,6 +120,10 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                     let shutdown = CancellationToken::new();
                     let gw = Gateway::start(config, shutdown.clone()).await?;
                     let report = counter.report().await?;
+                    let b = &gw.status().bindings[0];
+                    if b.batches > 0 {
+                        mean_batch = b.handled as f64 / b.batches as f64;
+                    }
                     shutdown.cancel();
                     gw.wait().await?;
                     report
@@ -172,7 +177,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             let rate =
                 (report.received.saturating_sub(1)) as f64 / (report.last_secs - report.first_secs);
             eprintln!(
-                "  jetstream {:7} run {}: {:>8.0} msg/s ({} of {} republished, all acked: {acked}; preload {:.0} msg/s)",
+                "  jetstream {:7} run {}: {:>8.0} msg/s, mean batch {mean_batch:.1} ({} of {} republished, all acked: {acked}; preload {:.0} msg/s)",
                 kind.name(),
                 run + 1,
                 rate,
@@ -188,6 +193,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 "received": report.received,
                 "all_acked": acked,
                 "preload_msgs_per_sec": preload_rate,
+                "mean_batch": mean_batch,
             }));
         }
     }

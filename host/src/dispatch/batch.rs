@@ -1,0 +1,162 @@
+//! Batches on the dispatch thread: the messages a worker took at once, run
+//! through one `handle-batch` call when the plugin exports it, each
+//! message's result then treated as its own `handle` would be (core rules
+//! in [`super::core`], JetStream ones in [`super::jetstream`]).
+//!
+//! Core bindings are batched whenever the plugin exports `batch-handler`;
+//! JetStream bindings too, unless the plugin imports `delivery`: the
+//! metadata it reads there belongs to "the message being handled", which a
+//! batch does not have, so such a plugin gets one `handle` per message.
+//!
+//! A batch call that traps, runs out of time or breaks the batch contract is
+//! not charged to every message in it: nothing of it is sent, and its
+//! messages are handled again one at a time, so only the one at fault fails.
+//! (Handlers have no side effects but their publishes, which are held until
+//! the call returns, so running a message again repeats nothing; a JetStream
+//! message is settled only after that.)
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use super::{BATCH, Dispatch, Incoming, Send, Source};
+use crate::plugin::{Batch, BatchResults, CallError, Instance};
+
+/// How many messages go into one `handle-batch` call. It starts at
+/// [`BATCH`]; a batch that runs out of time halves it (down to one message),
+/// and batches that take less than a quarter of the deadline double it back.
+struct BatchLimit {
+    current: usize,
+    timeout: Duration,
+}
+
+/// A worker's batch state, kept between batches so that its buffers are
+/// reused: the encoded messages, the decoded results, the batch limit.
+pub(super) struct Batching {
+    encoded: Batch,
+    results: BatchResults,
+    limit: BatchLimit,
+}
+
+impl Batching {
+    pub(super) fn new(timeout: Duration) -> Batching {
+        Batching {
+            encoded: Batch::new(),
+            results: BatchResults::default(),
+            limit: BatchLimit::new(timeout),
+        }
+    }
+
+    /// How many messages the next batch may take.
+    pub(super) fn limit(&self) -> usize {
+        self.limit.current
+    }
+}
+
+impl BatchLimit {
+    fn new(timeout: Duration) -> BatchLimit {
+        BatchLimit {
+            current: BATCH,
+            timeout,
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration, timed_out: bool) {
+        if timed_out {
+            self.current = (self.current / 2).max(1);
+        } else if elapsed < self.timeout / 4 {
+            self.current = (self.current * 2).min(BATCH);
+        }
+    }
+}
+
+impl Dispatch {
+    /// Whether this worker's batches go through `handle-batch`.
+    pub(super) fn batches(&self) -> bool {
+        self.plugin.batched()
+            && match self.source {
+                Source::Core(_) => true,
+                Source::JetStream(_) => !self.plugin.reads_delivery(),
+            }
+    }
+
+    /// Handle a batch with one `handle-batch` call.
+    pub(super) fn process_batch(
+        &self,
+        rt: &Handle,
+        instance: &mut Option<Instance>,
+        batch: &mut Vec<Incoming>,
+        state: &mut Batching,
+        out: &mut Vec<Send>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        state.encoded.clear();
+        for msg in batch.iter() {
+            match msg {
+                Incoming::Core(m) => state.encoded.push_nats(m),
+                Incoming::Js(m) => state.encoded.push_jetstream(m),
+            }
+        }
+        let keep_alive = self.keep_alive(rt, || {
+            batch
+                .iter()
+                .filter_map(|m| match m {
+                    Incoming::Js(m) => m.reply.clone(),
+                    Incoming::Core(_) => None,
+                })
+                .collect()
+        });
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        let result = match instance {
+            Some(inst) => Ok(inst),
+            None => self.plugin.instantiate().map(|i| instance.insert(i)),
+        }
+        .and_then(|inst| inst.handle_batch(&mut state.encoded, &mut state.results));
+        if let Some(ticker) = keep_alive {
+            ticker.abort();
+        }
+        state.limit.record(
+            started.elapsed(),
+            matches!(result, Err(CallError::Timeout(_))),
+        );
+        match result {
+            Ok(()) => {
+                let mut publishes = state.results.publishes.drain(..);
+                for (msg, result) in batch.drain(..).zip(state.results.results.drain(..)) {
+                    // Its publishes come next, whether or not they are sent.
+                    let outbox = (&mut publishes).take(result.publishes);
+                    match msg {
+                        Incoming::Core(msg) => {
+                            let span = self.message_span(&msg.subject, msg.payload.len());
+                            let _entered = span.enter();
+                            let reply_to = msg.reply.map(|r| r.to_string());
+                            self.core_outcome(reply_to, result.outcome, outbox, out);
+                        }
+                        Incoming::Js(msg) => {
+                            let span = self.message_span(&msg.subject, msg.payload.len());
+                            let _entered = span.enter();
+                            self.js_outcome(msg, Ok((result.outcome, outbox)), out);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                *instance = None;
+                self.counters.batches_rerun.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    plugin = self.plugin.name(),
+                    messages = batch.len(),
+                    error = %e,
+                    "batch failed; handling its messages one at a time"
+                );
+                for msg in batch.drain(..) {
+                    self.process(rt, instance, msg, started, out);
+                }
+            }
+        }
+    }
+}

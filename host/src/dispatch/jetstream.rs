@@ -22,7 +22,7 @@ impl Dispatch {
         &self,
         rt: &Handle,
         instance: &mut Option<Instance>,
-        msg: jetstream::Message,
+        msg: Box<jetstream::Message>,
         batch_started: Instant,
         out: &mut Vec<Send>,
     ) {
@@ -87,7 +87,7 @@ impl Dispatch {
     /// it is consumed) is sent only on `ok`, before the ack.
     pub(super) fn js_outcome(
         &self,
-        msg: jetstream::Message,
+        msg: Box<jetstream::Message>,
         result: Result<(Outcome, impl Iterator<Item = Outgoing>), CallError>,
         out: &mut Vec<Send>,
     ) {
@@ -127,9 +127,6 @@ impl Dispatch {
                 fail(e.to_string())
             }
         };
-        out.push(Send::Settle {
-            msg: Box::new(msg),
-            settle,
-        });
+        out.push(Send::Settle { msg, settle });
     }
 }

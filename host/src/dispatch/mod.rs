@@ -99,12 +99,13 @@ enum Step {
     Shutdown,
 }
 
-// Not boxed: messages move once into a reused batch buffer, and a box
-// would cost an allocation per JetStream message.
-#[allow(clippy::large_enum_variant)]
+/// A message taken from the source. A JetStream message (a core message and
+/// its context) is boxed: unboxed it made every core message 408 bytes
+/// instead of 184, copied into the batch and out again, and the copies were
+/// a tenth of the dispatch thread's time.
 enum Incoming {
     Core(async_nats::Message),
-    Js(async_nats::jetstream::Message),
+    Js(Box<async_nats::jetstream::Message>),
 }
 
 impl Dispatch {
@@ -221,10 +222,10 @@ impl Dispatch {
                         None => return Step::Stop,
                     },
                 };
-                batch.push(Incoming::Js(first));
+                batch.push(Incoming::Js(Box::new(first)));
                 while batch.len() < limit {
                     match js.try_next() {
-                        Some(msg) => batch.push(Incoming::Js(msg)),
+                        Some(msg) => batch.push(Incoming::Js(Box::new(msg))),
                         None => break,
                     }
                 }
@@ -292,7 +293,7 @@ impl Dispatch {
                         Source::Core(_) => None,
                     };
                     out.push(Send::Settle {
-                        msg: Box::new(m),
+                        msg: m,
                         settle: Settle::Nak(delay),
                     });
                 }

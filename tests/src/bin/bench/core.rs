@@ -3,7 +3,8 @@
 //! subscriber doing the same work (receive, republish the payload to
 //! `out.<subject>`), and the same gateway with `batch = false` (one `handle`
 //! call per message), with the publisher and the output counter in a
-//! separate process. The order of the three rotates every run.
+//! separate process. The order of the three rotates every run, after a
+//! warm-up round that is not recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +110,17 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let mut trials = Vec::new();
     let mut k = 0;
-    for run in 0..p.runs {
+    // Round 0 warms up (a fifth of the messages, not recorded): the first run
+    // in a fresh process pays for growing the heap, spawning threads and
+    // first-time initialisation, and it was always the gateway's.
+    for round in 0..=p.runs {
+        let warmup = round == 0;
+        let run = round.saturating_sub(1);
+        let messages = if warmup {
+            (p.messages / 5).max(1)
+        } else {
+            p.messages
+        };
         // Rotate the order so that no kind always runs first or last.
         let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayUnbatched];
         order.rotate_left(run % 3);
@@ -125,7 +136,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 "--subject".into(),
                 subject.clone(),
                 "--count".into(),
-                p.messages.to_string(),
+                messages.to_string(),
                 "--size".into(),
                 p.size.to_string(),
                 "--expect".into(),
@@ -182,9 +193,16 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             };
             let sut_cpu_us = per_msg(cpu_before.0, cpu_after.0);
             let server_cpu_us = per_msg(cpu_before.1, cpu_after.1);
-            cpu[kind as usize].push(sut_cpu_us);
             let rate = report.received as f64 / report.last_secs;
             let publish_rate = report.published as f64 / report.publish_secs;
+            if warmup {
+                eprintln!(
+                    "  core {:7} warm-up: {rate:>9.0} msg/s out, CPU {sut_cpu_us:.2} µs/msg (not recorded)",
+                    kind.name()
+                );
+                continue;
+            }
+            cpu[kind as usize].push(sut_cpu_us);
             eprintln!(
                 "  core {:7} run {}: {:>9.0} msg/s out, CPU {:.2} µs/msg ({:.2} in nats-server), mean batch {:.1} ({} of {} received, publisher {:.0} msg/s, slow-consumer events: SUT {}, counter {})",
                 kind.name(),

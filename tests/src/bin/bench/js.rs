@@ -4,7 +4,8 @@
 //! settings drains it: republish the payload to `out.<subject>`, then ack.
 //! A separate process counts the outputs; throughput is taken between its
 //! first and last output, so start-up (plugin compile, consumer creation) is
-//! not in it. Runs alternate G,N / N,G; every run has its own stream.
+//! not in it. Runs alternate G,N / N,G after a warm-up round that is not
+//! recorded; every run has its own stream.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -85,7 +86,15 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let mut rates = [Vec::new(), Vec::new()];
     let mut trials = Vec::new();
     let mut k = 0;
-    for run in 0..p.runs {
+    // Round 0 warms up (a fifth of the messages, not recorded), as in the core section.
+    for round in 0..=p.runs {
+        let warmup = round == 0;
+        let run = round.saturating_sub(1);
+        let messages = if warmup {
+            (p.messages / 5).max(1)
+        } else {
+            p.messages
+        };
         let order = if run % 2 == 0 {
             [Kind::Gateway, Kind::Native]
         } else {
@@ -95,14 +104,14 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             k += 1;
             let name = format!("BENCH{k}");
             let subject = format!("js{k}.>");
-            let preload_rate = preload(&js, &name, &subject, p.messages, p.size).await?;
+            let preload_rate = preload(&js, &name, &subject, messages, p.size).await?;
             let args = vec![
                 "--url".into(),
                 server.url(),
                 "--expect".into(),
                 format!("out.js{k}.>"),
                 "--expect-n".into(),
-                p.messages.to_string(),
+                messages.to_string(),
                 "--idle-ms".into(),
                 "5000".into(),
             ];
@@ -176,6 +185,13 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             js.delete_stream(&name).await?;
             let rate =
                 (report.received.saturating_sub(1)) as f64 / (report.last_secs - report.first_secs);
+            if warmup {
+                eprintln!(
+                    "  jetstream {:7} warm-up: {rate:>8.0} msg/s (not recorded)",
+                    kind.name()
+                );
+                continue;
+            }
             eprintln!(
                 "  jetstream {:7} run {}: {:>8.0} msg/s, mean batch {mean_batch:.1} ({} of {} republished, all acked: {acked}; preload {:.0} msg/s)",
                 kind.name(),

@@ -218,7 +218,7 @@ impl Gateway {
     async fn finish_reload(
         &self,
         catalog: &Catalog,
-        result: anyhow::Result<(ReloadReport, Option<crate::reload::BindingSet>)>,
+        result: anyhow::Result<(ReloadReport, Option<crate::supervisor::BindingSet>)>,
     ) -> anyhow::Result<ReloadReport> {
         self.reloader().finish(catalog, result).await
     }

@@ -15,64 +15,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use crate::config::{BindingConfig, Config, PluginConfig};
 use crate::jetstream::JsBinding;
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, PluginSlot};
 use crate::runtime::Runtime;
 use crate::status::{BindingCounters, BindingSpec, StatusHub};
-use crate::supervisor::{Binding, Command};
-
-/// The current version of one plugin.
-#[derive(Debug)]
-pub struct PluginSlot {
-    current: RwLock<Arc<Plugin>>,
-    version: AtomicU64,
-}
-
-impl PluginSlot {
-    pub fn new(plugin: Arc<Plugin>) -> Arc<PluginSlot> {
-        Arc::new(PluginSlot {
-            current: RwLock::new(plugin),
-            version: AtomicU64::new(1),
-        })
-    }
-
-    /// The version number, cheap enough to read before every batch.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// The plugin and its version.
-    pub fn current(&self) -> (Arc<Plugin>, u64) {
-        let plugin = self.current.read().expect("plugin slot lock").clone();
-        (plugin, self.version())
-    }
-
-    pub fn name(&self) -> String {
-        self.current
-            .read()
-            .expect("plugin slot lock")
-            .name()
-            .to_string()
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.current
-            .read()
-            .expect("plugin slot lock")
-            .path()
-            .to_path_buf()
-    }
-
-    /// Put a loaded, checked plugin in place; returns the new version.
-    pub fn swap(&self, plugin: Arc<Plugin>) -> u64 {
-        *self.current.write().expect("plugin slot lock") = plugin;
-        self.version.fetch_add(1, Ordering::AcqRel) + 1
-    }
-}
+use crate::supervisor::{Binding, BindingSet, Command};
 
 /// Identifies a binding across reloads, so its counters carry over.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,12 +52,6 @@ pub struct ReloadReport {
     pub rebound: bool,
     /// Changed settings outside plugins, which need a restart.
     pub needs_restart: Vec<String>,
-}
-
-/// A new binding set for the supervisor.
-pub struct BindingSet {
-    pub specs: Vec<BindingSpec>,
-    pub bindings: Vec<Binding>,
 }
 
 /// What the gateway runs: the plugins by name and the binding definitions.

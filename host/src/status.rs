@@ -234,7 +234,7 @@ pub struct BindingSpec {
 pub struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
     counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,
-    plugins: Arc<RwLock<Vec<Arc<crate::reload::PluginSlot>>>>,
+    plugins: Arc<RwLock<Vec<Arc<crate::plugin::PluginSlot>>>>,
 }
 
 impl StatusHub {
@@ -265,7 +265,7 @@ impl StatusHub {
     }
 
     /// The plugins the status shows (at start and after a reload).
-    pub fn set_plugins(&self, slots: Vec<Arc<crate::reload::PluginSlot>>) {
+    pub fn set_plugins(&self, slots: Vec<Arc<crate::plugin::PluginSlot>>) {
         *self.plugins.write().expect("status plugins lock") = slots;
         let plugins = self.plugin_statuses();
         self.update(|s| s.plugins = plugins);

@@ -341,3 +341,33 @@ pub async fn assert_nothing_before_marker(
         "something was published before the marker"
     );
 }
+
+/// A stream `DLQ` capturing `dlq.>`: a JetStream binding dead-letters with a
+/// JetStream publish and waits for its ack, so a test's dead-letter subject
+/// needs a stream behind it.
+pub async fn dead_letter_stream(js: &async_nats::jetstream::Context) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "DLQ".into(),
+        subjects: vec!["dlq.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("DLQ stream");
+}
+
+/// How many messages the pull consumer `consumer` of `stream` has delivered
+/// and not yet seen acknowledged.
+pub async fn ack_pending(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> usize {
+    js.get_stream(stream)
+        .await
+        .expect("stream exists")
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+        .await
+        .expect("consumer exists")
+        .cached_info()
+        .num_ack_pending
+}

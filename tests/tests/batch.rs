@@ -250,7 +250,7 @@ async fn only_plugins_with_the_batch_export_are_batched() {
 /// dead-letter stream, and nothing is left unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_batches_settle_each_message_by_its_own_result() {
-    use async_nats::jetstream::{self, consumer, stream};
+    use async_nats::jetstream;
 
     init_logs();
     let server = NatsServer::start();
@@ -275,13 +275,7 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
 
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
-    js.create_stream(stream::Config {
-        name: "DLQ".into(),
-        subjects: vec!["dlq.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    dead_letter_stream(&js).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
     let mut dlq = nc.subscribe("dlq.>").await.unwrap();
     nc.flush().await.unwrap();
@@ -357,16 +351,11 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
             .collect::<Vec<_>>(),
         [(true, false), (false, true)]
     );
-    let info = js
-        .get_stream("B")
-        .await
-        .unwrap()
-        .get_consumer::<consumer::pull::Config>("gw")
-        .await
-        .unwrap()
-        .cached_info()
-        .clone();
-    assert_eq!(info.num_ack_pending, 0, "nothing left unacknowledged");
+    assert_eq!(
+        ack_pending(&js, "B", "gw").await,
+        0,
+        "nothing left unacknowledged"
+    );
     shutdown.cancel();
     gw.wait().await.unwrap();
 }

@@ -164,14 +164,7 @@ async fn rejection_and_max_deliver_go_to_the_dead_letter_subject() {
 
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
-    // A stream captures the dead letters, so the gateway waits for its ack.
-    js.create_stream(stream::Config {
-        name: "DLQ".into(),
-        subjects: vec!["dlq.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    dead_letter_stream(&js).await;
     let mut dlq = nc.subscribe("dlq.>").await.unwrap();
 
     js_publish(&js, "in.poison".into(), "reject").await;
@@ -228,16 +221,11 @@ async fn rejection_and_max_deliver_go_to_the_dead_letter_subject() {
             .await
             .is_err()
     );
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .get_consumer::<consumer::pull::Config>("gw")
-        .await
-        .unwrap()
-        .cached_info()
-        .clone();
-    assert_eq!(info.num_ack_pending, 0, "nothing left unacknowledged");
+    assert_eq!(
+        ack_pending(&js, "IN", "gw").await,
+        0,
+        "nothing left unacknowledged"
+    );
     shutdown.cancel();
     gw.wait().await.unwrap();
 }

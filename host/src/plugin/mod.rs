@@ -36,9 +36,11 @@ use crate::runtime::{HostState, PluginCounters, PluginShared, Runtime};
 
 pub mod batch;
 mod instance;
+mod slot;
 
 pub use batch::{Batch, BatchResult, BatchResults};
 pub use instance::{CallError, Handled, Instance, Outcome};
+pub use slot::PluginSlot;
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 use super::{Connection, DRAIN_TIMEOUT, Supervisor};
 use crate::dispatch::{Dispatch, Source};
 use crate::jetstream::{JsBinding, JsSource};
-use crate::reload::PluginSlot;
-use crate::status::{BindingCounters, BindingState};
+use crate::plugin::PluginSlot;
+use crate::status::{BindingCounters, BindingSpec, BindingState};
 
 /// One subscription of one plugin.
 pub struct Binding {
@@ -25,6 +25,13 @@ pub struct Binding {
     /// Dispatch workers (each with its own instance) on this binding.
     pub workers: usize,
     pub counters: Arc<BindingCounters>,
+}
+
+/// A binding set for the supervisor (a config reload makes a new one):
+/// what the status shows of each binding, and the bindings themselves.
+pub struct BindingSet {
+    pub specs: Vec<BindingSpec>,
+    pub bindings: Vec<Binding>,
 }
 
 impl Supervisor {
@@ -137,7 +144,7 @@ impl Supervisor {
     /// A new binding set from a config reload: stop the current workers
     /// (after the message in hand), then bind the new set on the same client
     /// and confirm it with a probe.
-    pub(super) async fn rebind(&mut self, conn: &mut Connection, set: crate::reload::BindingSet) {
+    pub(super) async fn rebind(&mut self, conn: &mut Connection, set: BindingSet) {
         tracing::info!(
             bindings = set.bindings.len(),
             "re-binding after a config reload"

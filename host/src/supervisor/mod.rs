@@ -60,7 +60,7 @@ use crate::status::{BindingState, ConnectionState, StatusHub};
 
 mod bindings;
 
-pub use bindings::Binding;
+pub use bindings::{Binding, BindingSet};
 
 /// How long shutdown waits for subscriptions to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,7 +129,7 @@ struct Connection {
 pub enum Command {
     /// A config reload changed the binding set: stop the current workers and
     /// bind these instead, on the same connection; then signal the sender.
-    Rebind(crate::reload::BindingSet, tokio::sync::oneshot::Sender<()>),
+    Rebind(BindingSet, tokio::sync::oneshot::Sender<()>),
 }
 
 pub struct Supervisor {

@@ -110,17 +110,14 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let mut trials = Vec::new();
     let mut k = 0;
-    // Round 0 warms up (a fifth of the messages, not recorded): the first run
-    // in a fresh process pays for growing the heap, spawning threads and
-    // first-time initialisation, and it was always the gateway's.
-    for round in 0..=p.runs {
-        let warmup = round == 0;
-        let run = round.saturating_sub(1);
-        let messages = if warmup {
-            (p.messages / 5).max(1)
-        } else {
-            p.messages
-        };
+    // The warm-up matters here: the first run in a process was always the
+    // gateway's, and always its slowest.
+    for stats::Round {
+        warmup,
+        run,
+        messages,
+    } in stats::rounds(p.runs, p.messages)
+    {
         // Rotate the order so that no kind always runs first or last.
         let mut order = [Kind::Gateway, Kind::Native, Kind::GatewayUnbatched];
         order.rotate_left(run % 3);

@@ -20,7 +20,7 @@ use wasmgate_tests::{NatsServer, plugin};
 
 use crate::child::Child;
 use crate::core::Kind;
-use crate::stats::Sample;
+use crate::stats::{self, Sample};
 
 pub struct Params {
     pub messages: u64,
@@ -86,15 +86,12 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let mut rates = [Vec::new(), Vec::new()];
     let mut trials = Vec::new();
     let mut k = 0;
-    // Round 0 warms up (a fifth of the messages, not recorded), as in the core section.
-    for round in 0..=p.runs {
-        let warmup = round == 0;
-        let run = round.saturating_sub(1);
-        let messages = if warmup {
-            (p.messages / 5).max(1)
-        } else {
-            p.messages
-        };
+    for stats::Round {
+        warmup,
+        run,
+        messages,
+    } in stats::rounds(p.runs, p.messages)
+    {
         let order = if run % 2 == 0 {
             [Kind::Gateway, Kind::Native]
         } else {

@@ -2,6 +2,30 @@
 
 use serde::Serialize;
 
+/// One round of a section's runs: round 0 warms up with a fifth of the
+/// messages and is not recorded (the first run in a fresh process pays for
+/// growing the heap, spawning threads and first-time initialisation), then
+/// `runs` recorded rounds, numbered from 0, with every message.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub warmup: bool,
+    /// The recorded run's number (0 for the warm-up too).
+    pub run: usize,
+    pub messages: u64,
+}
+
+pub fn rounds(runs: usize, messages: u64) -> impl Iterator<Item = Round> {
+    (0..=runs).map(move |round| Round {
+        warmup: round == 0,
+        run: round.saturating_sub(1),
+        messages: if round == 0 {
+            (messages / 5).max(1)
+        } else {
+            messages
+        },
+    })
+}
+
 /// Several runs of one measurement: every value, the median, and the spread.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {

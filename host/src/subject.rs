@@ -47,7 +47,7 @@ pub fn validate_filter(subject: &str) -> Result<(), SubjectError> {
 /// A subject that may be published to: no wildcards.
 ///
 /// On the hot path (every guest publish), so a valid subject is accepted in
-/// one pass over its bytes; only a bad one goes through [`check_tokens`] to
+/// one pass over its bytes; only a bad one goes through `check_tokens` to
 /// say what is wrong.
 pub fn validate_publish(subject: &str) -> Result<(), SubjectError> {
     let b = subject.as_bytes();

@@ -22,7 +22,7 @@
 //! per message.
 //!
 //! A plugin that exports `batch-handler` gets a binding's batch in one
-//! `handle-batch` call ([`batch`]; a JetStream binding's only when the
+//! `handle-batch` call (`dispatch/batch.rs`; a JetStream binding's only when the
 //! plugin does not read per-message `delivery` metadata): crossing into
 //! wasm and back costs about as much as a plugin's whole work on a small
 //! message, so paying it once per batch is what brings a plugin close to

@@ -121,7 +121,7 @@ fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
     // Built from plugins/uppercase before `delivery` was added in 0.1.1; its
     // imports and export name say @0.1.0.
     let old = Path::new("fixtures/uppercase-wit-0.1.0.wasm");
-    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.2 host"));
+    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.3 host"));
     let mut instance = plugin.instantiate().unwrap();
     let msg = wasmgate::runtime::bindings::Message {
         subject: "in.old".into(),

@@ -2,7 +2,7 @@
 //!
 //! A handler is a type that implements [`Handler`], exported with
 //! [`export!`](crate::export). The crate hides the WIT bindings
-//! (`wasmgate:plugin@0.1.2`, world `batch-plugin`, generated here by wit-bindgen) behind plain
+//! (`wasmgate:plugin@0.1.3`, world `batch-plugin`, generated here by wit-bindgen) behind plain
 //! Rust: [`Message`] with header and text helpers, [`Reply`], [`Error`]
 //! (`retry` or `reject`), [`publish`], typed [`config`] and [`log`].
 //!
@@ -375,29 +375,59 @@ pub mod config;
 
 pub mod log;
 
+/// Log a `format!` line at `trace`; not formatted when the gateway does not
+/// record that level.
 #[macro_export]
 macro_rules! trace {
-    ($($arg:tt)*) => { $crate::log::trace(::std::format!($($arg)*)) };
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Trace) {
+            $crate::log::trace(::std::format!($($arg)*))
+        }
+    };
 }
 
+/// Log a `format!` line at `debug`; not formatted when the gateway does not
+/// record that level.
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { $crate::log::debug(::std::format!($($arg)*)) };
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Debug) {
+            $crate::log::debug(::std::format!($($arg)*))
+        }
+    };
 }
 
+/// Log a `format!` line at `info`; not formatted when the gateway does not
+/// record that level.
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::info(::std::format!($($arg)*)) };
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Info) {
+            $crate::log::info(::std::format!($($arg)*))
+        }
+    };
 }
 
+/// Log a `format!` line at `warn`; not formatted when the gateway does not
+/// record that level.
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::warn(::std::format!($($arg)*)) };
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Warn) {
+            $crate::log::warn(::std::format!($($arg)*))
+        }
+    };
 }
 
+/// Log a `format!` line at `error`; not formatted when the gateway does not
+/// record that level.
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { $crate::log::error(::std::format!($($arg)*)) };
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Error) {
+            $crate::log::error(::std::format!($($arg)*))
+        }
+    };
 }
 
 #[cfg(test)]

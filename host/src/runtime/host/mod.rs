@@ -4,6 +4,7 @@
 mod config;
 mod delivery;
 mod log;
+mod log_filter;
 mod publisher;
 
 pub use publisher::describe as describe_publish_error;

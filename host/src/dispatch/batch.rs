@@ -139,7 +139,9 @@ impl Dispatch {
                         Incoming::Js(msg) => {
                             let span = self.message_span(&msg.subject, msg.payload.len());
                             let _entered = span.enter();
-                            self.js_outcome(msg, Ok((result.outcome, outbox)), out);
+                            let delivered =
+                                crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
+                            self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
                         }
                     }
                 }

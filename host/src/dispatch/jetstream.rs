@@ -36,6 +36,7 @@ impl Dispatch {
         let ticker = self.keep_alive(rt, || msg.reply.clone().into_iter().collect());
 
         let delivery = crate::jetstream::delivery_info(&msg);
+        let delivered = delivery.as_ref().map_or(1, |d| d.delivered);
         let mut input = to_wit(msg.message.clone());
         // The reply subject of a JetStream message is its ack subject, not a requester.
         input.reply_to = None;
@@ -44,7 +45,7 @@ impl Dispatch {
             ticker.abort();
         }
         let result = result.map(|h| (h.outcome, h.outbox.into_iter()));
-        self.js_outcome(msg, result, out);
+        self.js_outcome(msg, delivered, result, out);
     }
 
     /// The binding's ack wait (a JetStream binding's only).
@@ -83,11 +84,13 @@ impl Dispatch {
         }))
     }
 
-    /// Settle a JetStream message by what its call decided: `outbox` (all of
-    /// it is consumed) is sent only on `ok`, before the ack.
+    /// Settle a JetStream message (its `delivered`-th delivery) by what its
+    /// call decided: `outbox` (all of it is consumed) is sent only on `ok`,
+    /// before the ack.
     pub(super) fn js_outcome(
         &self,
         msg: Box<jetstream::Message>,
+        delivered: u64,
         result: Result<(Outcome, impl Iterator<Item = Outgoing>), CallError>,
         out: &mut Vec<Send>,
     ) {
@@ -95,7 +98,6 @@ impl Dispatch {
             unreachable!("JetStream messages come from a JetStream source")
         };
         let binding = &source.binding;
-        let delivered = crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
         let fail = |reason: String| {
             if binding.is_last_delivery(delivered) {
                 Settle::DeadLetter(format!("max deliveries ({delivered}) reached: {reason}"))

@@ -276,8 +276,14 @@ pub fn delivery_info(msg: &jetstream::Message) -> Option<JetstreamInfo> {
         consumer_sequence: info.consumer_sequence,
         delivered: info.delivered.max(0) as u64,
         pending: info.pending,
-        published_ms: (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+        published_ms: unix_ms(info.published.unix_timestamp_nanos()),
     })
+}
+
+/// A server timestamp (nanoseconds since the Unix epoch) in milliseconds,
+/// 0 before the epoch.
+pub fn unix_ms(nanos: i128) -> u64 {
+    (nanos / 1_000_000).max(0) as u64
 }
 
 /// What to do with a JetStream message once its handler is done.

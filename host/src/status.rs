@@ -166,9 +166,12 @@ pub struct PluginStatus {
     pub publish_forbidden: u64,
     /// Whether bindings hand it batches (`handle-batch`).
     pub batched: bool,
-    /// Whether it imports `delivery`: its JetStream bindings then call
-    /// `handle` once per message, so it can read each one's metadata.
+    /// Whether it imports `delivery` (reads JetStream metadata).
     pub reads_delivery: bool,
+    /// Whether its JetStream bindings hand it batches too: false for a
+    /// plugin built against WIT 0.1.2/0.1.3 that reads `delivery`, which
+    /// gets one `handle` per JetStream message instead.
+    pub jetstream_batched: bool,
 }
 
 fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
@@ -287,6 +290,7 @@ impl StatusHub {
                     publish_forbidden: c.publish_forbidden.load(Ordering::Relaxed),
                     batched: plugin.batched(),
                     reads_delivery: plugin.reads_delivery(),
+                    jetstream_batched: plugin.batches_jetstream(),
                 }
             })
             .collect()

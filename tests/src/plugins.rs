@@ -23,7 +23,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Build the Rust guest plugins (once per test process) and return the path of one.
-/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `sleepy`, `probe-wasi`, `wrong-world`).
+/// `name` is the crate name (`uppercase`, `echo`, `faulty`, `jsprobe`, `jsprobe-batched`, `sleepy`, `probe-wasi`, `wrong-world`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT

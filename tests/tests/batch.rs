@@ -243,9 +243,8 @@ async fn only_plugins_with_the_batch_export_are_batched() {
     f.finish().await;
 }
 
-/// A JetStream binding batches a plugin that does not read `delivery`
-/// (`faulty-batched`), and still calls `handle` per message for one that
-/// does (`jsprobe`). In a batch, bad messages fail alone: the good ones are
+/// A JetStream binding batches `faulty-batched` and calls `handle` per
+/// message for `jsprobe` (no batch export). In a batch, bad messages fail alone: the good ones are
 /// handled once and acked, the trapped, retried and rejected ones end in the
 /// dead-letter stream, and nothing is left unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,20 +341,112 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
         "{fb:?}"
     );
     assert!(fb.batches >= 1 && fb.batches_rerun >= 1, "{fb:?}");
-    assert_eq!(probe.batches, 0, "a plugin reading delivery is not batched");
+    assert_eq!(probe.batches, 0, "a plugin without a batch export");
     assert_eq!(
         status
             .plugins
             .iter()
-            .map(|p| (p.batched, p.reads_delivery))
+            .map(|p| (p.batched, p.reads_delivery, p.jetstream_batched))
             .collect::<Vec<_>>(),
-        [(true, false), (false, true)]
+        [(true, false, true), (false, true, false)]
     );
     assert_eq!(
         ack_pending(&js, "B", "gw").await,
         0,
         "nothing left unacknowledged"
     );
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+/// A plugin built against WIT 0.1.4 that reads `delivery` (`jsprobe-batched`,
+/// on the Rust SDK) is batched on a JetStream binding too, and each message
+/// of a batch sees its own metadata: its stream sequence, and a delivery
+/// count of 2 after the retry it asked for, 1 otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_batches_carry_each_messages_delivery_metadata() {
+    use async_nats::jetstream::{self, stream};
+
+    init_logs();
+    let server = NatsServer::start();
+    let nc = client(&server).await;
+    let js = jetstream::new(nc.clone());
+    js.create_stream(stream::Config {
+        name: "P".into(),
+        subjects: vec!["p.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Stored before the gateway starts, so its first pulls are full batches.
+    let n = 40;
+    let retried: Vec<usize> = (0..n).filter(|i| i % 7 == 3).collect();
+    for i in 0..n {
+        let payload = if retried.contains(&i) { "retry-once" } else { "x" };
+        js.publish(format!("p.{i}"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut out = nc.subscribe("out.>").await.unwrap();
+    nc.flush().await.unwrap();
+
+    let mut config = test_config(&[server.url()]);
+    let mut probe = plugin("probe", "jsprobe-batched", &["p.>"], &[("prefix", "out")]);
+    probe.bindings[0].jetstream = Some(
+        toml::from_str(
+            "stream = \"P\"\nconsumer = \"gw\"\ncreate = true\nack_wait = \"3s\"\nbackoff = [\"100ms\"]\nmax_deliver = 3\n",
+        )
+        .unwrap(),
+    );
+    config.plugins.push(probe);
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
+    gw.ready(WAIT).await.unwrap();
+
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < n {
+        let msg = tokio::time::timeout(WAIT, out.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} outputs", seen.len()))
+            .unwrap();
+        let h = msg.headers.expect("delivery headers");
+        let i: usize = msg.subject.strip_prefix("out.p.").unwrap().parse().unwrap();
+        let got = (
+            h.get("Js-Stream").unwrap().to_string(),
+            h.get("Js-Stream-Seq").unwrap().to_string(),
+            h.get("Js-Delivered").unwrap().to_string(),
+        );
+        assert!(seen.insert(i, got).is_none(), "p.{i} handled twice");
+    }
+    for (i, (stream, seq, delivered)) in &seen {
+        let want_delivered = if retried.contains(i) { "2" } else { "1" };
+        assert_eq!(
+            (stream.as_str(), seq.as_str(), delivered.as_str()),
+            ("P", (i + 1).to_string().as_str(), want_delivered),
+            "p.{i}"
+        );
+    }
+
+    let status = eventually(WAIT, "every message settled", || async {
+        let s = gw.status();
+        (s.bindings[0].handled == n as u64).then_some(s)
+    })
+    .await;
+    let b = &status.bindings[0];
+    assert_eq!(
+        (b.retried, b.rejected, b.trapped, b.batches_rerun),
+        (retried.len() as u64, 0, 0, 0),
+        "{b:?}"
+    );
+    assert!(
+        b.batches >= 1 && b.batches < (n + retried.len()) as u64 / 2,
+        "handled in batches, not one by one: {b:?}"
+    );
+    let p = &status.plugins[0];
+    assert_eq!((p.batched, p.reads_delivery, p.jetstream_batched), (true, true, true));
+    assert_eq!(ack_pending(&js, "P", "gw").await, 0, "everything acked");
     shutdown.cancel();
     gw.wait().await.unwrap();
 }

@@ -29,9 +29,10 @@ fn gateway_config(server: &NatsServer, js: JetStreamConfig) -> wasmgate::Config 
     gateway_config_with(server, js, "jsprobe")
 }
 
-/// The same with another plugin: `jsprobe` reads each message's delivery
-/// metadata, so it gets one `handle` per message; `echo` does not, so its
-/// JetStream messages arrive in batches.
+/// The same with another plugin: `jsprobe` (raw bindings, no batch export)
+/// gets one `handle` per message and asks the host for its metadata;
+/// `jsprobe-batched` (the Rust SDK) gets batches that carry each message's
+/// metadata.
 fn gateway_config_with(server: &NatsServer, js: JetStreamConfig, wasm: &str) -> wasmgate::Config {
     let mut config = test_config(&[server.url()]);
     let mut p = plugin("probe", wasm, &["in.>"], &[("prefix", "out")]);
@@ -384,7 +385,7 @@ async fn zero_loss_across_server_kills_and_a_gateway_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_loss_in_batches_across_server_kills_and_a_gateway_restart() {
-    zero_loss("echo").await;
+    zero_loss("jsprobe-batched").await;
 }
 
 /// Kill and restart the server five times and restart the gateway once
@@ -447,13 +448,14 @@ async fn zero_loss(wasm: &str) {
         }
     });
 
-    let batched = wasm != "jsprobe";
+    let batched = wasm == "jsprobe-batched";
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         server.restart();
         if round == 2 {
             let status = gw.status();
-            assert_eq!(status.plugins[0].reads_delivery, !batched);
+            assert!(status.plugins[0].reads_delivery);
+            assert_eq!(status.plugins[0].jetstream_batched, batched);
             assert_eq!(
                 status.bindings[0].batches > 0,
                 batched,

@@ -121,7 +121,7 @@ fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
     // Built from plugins/uppercase before `delivery` was added in 0.1.1; its
     // imports and export name say @0.1.0.
     let old = Path::new("fixtures/uppercase-wit-0.1.0.wasm");
-    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.3 host"));
+    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.4 host"));
     let mut instance = plugin.instantiate().unwrap();
     let msg = wasmgate::runtime::bindings::Message {
         subject: "in.old".into(),
@@ -135,4 +135,33 @@ fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
         wasmgate::plugin::Outcome::Ok(Some(b"COMPAT".to_vec()))
     );
     assert_eq!(handled.outbox[0].subject.as_str(), "out.in.old");
+}
+
+#[test]
+fn plugin_built_against_wit_0_1_3_gets_the_batch_encoding_it_reads() {
+    // `echo` built with the SDK of WIT 0.1.3: it exports batch-handler@0.1.3,
+    // whose messages do not end with JetStream metadata.
+    let old = Path::new("fixtures/echo-wit-0.1.3.wasm");
+    let plugin = Arc::new(load(old).expect("a 0.1.3 plugin loads in a 0.1.4 host"));
+    assert!(plugin.batched() && !plugin.reads_delivery() && plugin.batches_jetstream());
+    let mut instance = plugin.instantiate().unwrap();
+    let mut results = wasmgate::plugin::BatchResults::default();
+
+    let mut batch = plugin.new_batch();
+    assert!(!batch.carries_jetstream());
+    for subject in ["in.a", "in.b"] {
+        batch.push(subject, None, std::iter::empty(), b"old");
+    }
+    instance.handle_batch(&mut batch, &mut results).unwrap();
+    let subjects: Vec<&str> = results.publishes.iter().map(|p| p.subject.as_str()).collect();
+    assert_eq!(subjects, ["out.in.a", "out.in.b"]);
+
+    // The 0.1.4 encoding is refused before the guest could misread it.
+    let mut new = wasmgate::plugin::Batch::new();
+    new.push("in.a", None, std::iter::empty(), b"new");
+    let err = instance.handle_batch(&mut new, &mut results).unwrap_err();
+    assert!(
+        matches!(&err, wasmgate::plugin::CallError::Contract(why) if why.contains("encoding")),
+        "{err:?}"
+    );
 }

@@ -4,9 +4,11 @@
 //! in [`super::core`], JetStream ones in [`super::jetstream`]).
 //!
 //! Core bindings are batched whenever the plugin exports `batch-handler`;
-//! JetStream bindings too, unless the plugin imports `delivery`: the
-//! metadata it reads there belongs to "the message being handled", which a
-//! batch does not have, so such a plugin gets one `handle` per message.
+//! JetStream bindings too, with each message's metadata in the batch
+//! encoding (0.1.4 on), except for a plugin built against 0.1.2 or 0.1.3
+//! that imports `delivery`: what it reads there belongs to "the message
+//! being handled", which a batch does not have, so it gets one `handle` per
+//! message.
 //!
 //! A batch call that traps, runs out of time or breaks the batch contract is
 //! not charged to every message in it: nothing of it is sent, and its
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use super::{BATCH, Dispatch, Incoming, Send, Source};
-use crate::plugin::{Batch, BatchResults, CallError, Instance};
+use crate::plugin::{Batch, BatchResults, CallError, Instance, Plugin};
 
 /// How many messages go into one `handle-batch` call. It starts at
 /// [`BATCH`]; a batch that runs out of time halves it (down to one message),
@@ -36,15 +38,19 @@ struct BatchLimit {
 pub(super) struct Batching {
     encoded: Batch,
     results: BatchResults,
+    /// Per JetStream message of the batch: its delivery count, read from
+    /// its ack subject once, when it is encoded.
+    delivered: Vec<u64>,
     limit: BatchLimit,
 }
 
 impl Batching {
-    pub(super) fn new(timeout: Duration) -> Batching {
+    pub(super) fn new(plugin: &Plugin) -> Batching {
         Batching {
-            encoded: Batch::new(),
+            encoded: plugin.new_batch(),
             results: BatchResults::default(),
-            limit: BatchLimit::new(timeout),
+            delivered: Vec::with_capacity(BATCH),
+            limit: BatchLimit::new(plugin.timeout()),
         }
     }
 
@@ -77,7 +83,7 @@ impl Dispatch {
         self.plugin.batched()
             && match self.source {
                 Source::Core(_) => true,
-                Source::JetStream(_) => !self.plugin.reads_delivery(),
+                Source::JetStream(_) => self.plugin.batches_jetstream(),
             }
     }
 
@@ -95,10 +101,17 @@ impl Dispatch {
         }
         let started = Instant::now();
         state.encoded.clear();
+        state.delivered.clear();
         for msg in batch.iter() {
             match msg {
                 Incoming::Core(m) => state.encoded.push_nats(m),
-                Incoming::Js(m) => state.encoded.push_jetstream(m),
+                Incoming::Js(m) => {
+                    let info = m.info().ok();
+                    state
+                        .delivered
+                        .push(info.as_ref().map_or(1, |i| i.delivered.max(0) as u64));
+                    state.encoded.push_jetstream(m, info.as_ref());
+                }
             }
         }
         let keep_alive = self.keep_alive(rt, || {
@@ -126,6 +139,7 @@ impl Dispatch {
         match result {
             Ok(()) => {
                 let mut publishes = state.results.publishes.drain(..);
+                let mut delivered = state.delivered.iter();
                 for (msg, result) in batch.drain(..).zip(state.results.results.drain(..)) {
                     // Its publishes come next, whether or not they are sent.
                     let outbox = (&mut publishes).take(result.publishes);
@@ -139,8 +153,7 @@ impl Dispatch {
                         Incoming::Js(msg) => {
                             let span = self.message_span(&msg.subject, msg.payload.len());
                             let _entered = span.enter();
-                            let delivered =
-                                crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
+                            let delivered = delivered.next().copied().unwrap_or(1);
                             self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
                         }
                     }

@@ -22,8 +22,8 @@
 //! per message.
 //!
 //! A plugin that exports `batch-handler` gets a binding's batch in one
-//! `handle-batch` call (`dispatch/batch.rs`; a JetStream binding's only when the
-//! plugin does not read per-message `delivery` metadata): crossing into
+//! `handle-batch` call (`dispatch/batch.rs`; on a JetStream binding not when
+//! a plugin built against 0.1.2/0.1.3 reads `delivery`): crossing into
 //! wasm and back costs about as much as a plugin's whole work on a small
 //! message, so paying it once per batch is what brings a plugin close to
 //! native throughput. A batch that
@@ -127,7 +127,7 @@ impl Dispatch {
         let mut instance: Option<Instance> = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut out = Vec::with_capacity(BATCH);
-        let mut batching = batch::Batching::new(self.plugin.timeout());
+        let mut batching = batch::Batching::new(&self.plugin);
         loop {
             match rt.block_on(self.next_batch(&mut batch, batching.limit())) {
                 Step::Batch => {}
@@ -139,7 +139,7 @@ impl Dispatch {
             if self.slot.version() != self.version {
                 (self.plugin, self.version) = self.slot.current();
                 instance = None;
-                batching = batch::Batching::new(self.plugin.timeout());
+                batching = batch::Batching::new(&self.plugin);
                 tracing::info!(
                     plugin = self.plugin.name(),
                     version = self.version,

@@ -4,6 +4,7 @@
 //! guest's results without copying payloads (they are slices of the one
 //! buffer the call returned). The Rust SDK holds the guest's side.
 
+use async_nats::jetstream::message::Info as JsInfo;
 use bytes::{Buf, Bytes};
 
 use super::Outcome;
@@ -21,6 +22,9 @@ pub struct Batch {
     buf: Vec<u8>,
     /// Per message: whether it has a reply-to (a reply is sent only then).
     asks_reply: Vec<bool>,
+    /// Each message ends with its JetStream metadata (the 0.1.4 encoding);
+    /// not for plugins built against 0.1.2 or 0.1.3.
+    jetstream: bool,
 }
 
 impl Default for Batch {
@@ -30,13 +34,31 @@ impl Default for Batch {
 }
 
 impl Batch {
+    /// A batch in the current encoding (0.1.4 on), for plugins built
+    /// against this WIT; [`Plugin::new_batch`](super::Plugin::new_batch)
+    /// picks the encoding a loaded plugin reads.
     pub fn new() -> Batch {
+        Batch::with_encoding(true)
+    }
+
+    /// A batch in the encoding of 0.1.2 and 0.1.3: no JetStream metadata.
+    pub fn without_jetstream() -> Batch {
+        Batch::with_encoding(false)
+    }
+
+    fn with_encoding(jetstream: bool) -> Batch {
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.extend_from_slice(&0u32.to_le_bytes());
         Batch {
             buf,
             asks_reply: Vec::with_capacity(128),
+            jetstream,
         }
+    }
+
+    /// Whether its messages carry their JetStream metadata.
+    pub fn carries_jetstream(&self) -> bool {
+        self.jetstream
     }
 
     /// Empty it, keeping its buffers.
@@ -57,8 +79,21 @@ impl Batch {
         self.asks_reply[i]
     }
 
-    /// Add one message.
+    /// Add one core NATS message.
     pub fn push<'a>(
+        &mut self,
+        subject: &str,
+        reply_to: Option<&str>,
+        headers: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        payload: &[u8],
+    ) {
+        self.push_message(subject, reply_to, headers, payload);
+        if self.jetstream {
+            self.u32(NONE);
+        }
+    }
+
+    fn push_message<'a>(
         &mut self,
         subject: &str,
         reply_to: Option<&str>,
@@ -79,15 +114,35 @@ impl Batch {
         self.asks_reply.push(reply_to.is_some());
     }
 
-    /// Add a NATS message.
+    /// Add a core NATS message.
     pub fn push_nats(&mut self, msg: &async_nats::Message) {
         self.push_nats_as(msg, msg.reply.as_deref());
+        if self.jetstream {
+            self.u32(NONE);
+        }
     }
 
-    /// Add a JetStream message. Its reply subject is its ack subject, not a
-    /// requester: the guest sees none, as with `handle`.
-    pub fn push_jetstream(&mut self, msg: &async_nats::Message) {
+    /// Add a JetStream message with its metadata (`info`, parsed from its
+    /// ack subject; written only in the 0.1.4 encoding). Its reply subject
+    /// is its ack subject, not a requester: the guest sees none, as with
+    /// `handle`.
+    pub fn push_jetstream(&mut self, msg: &async_nats::Message, info: Option<&JsInfo<'_>>) {
         self.push_nats_as(msg, None);
+        if !self.jetstream {
+            return;
+        }
+        match info {
+            None => self.u32(NONE),
+            Some(i) => {
+                self.str(i.stream);
+                self.str(i.consumer);
+                self.u64(i.stream_sequence);
+                self.u64(i.consumer_sequence);
+                self.u64(i.delivered.max(0) as u64);
+                self.u64(i.pending);
+                self.u64(crate::jetstream::unix_ms(i.published.unix_timestamp_nanos()));
+            }
+        }
     }
 
     fn push_nats_as(&mut self, msg: &async_nats::Message, reply_to: Option<&str>) {
@@ -101,7 +156,7 @@ impl Batch {
                 })
                 .collect(),
         };
-        self.push(&msg.subject, reply_to, headers.into_iter(), &msg.payload);
+        self.push_message(&msg.subject, reply_to, headers.into_iter(), &msg.payload);
     }
 
     /// Add a message in its WIT form.
@@ -122,6 +177,10 @@ impl Batch {
     }
 
     fn u32(&mut self, n: u32) {
+        self.buf.extend_from_slice(&n.to_le_bytes());
+    }
+
+    fn u64(&mut self, n: u64) {
         self.buf.extend_from_slice(&n.to_le_bytes());
     }
 
@@ -298,25 +357,86 @@ mod tests {
 
     #[test]
     fn encodes_messages_in_the_documented_layout() {
+        // 0.1.4 ends each message with its JetStream metadata (none here);
+        // 0.1.2 and 0.1.3 do not.
+        for jetstream in [true, false] {
+            let mut b = Batch::with_encoding(jetstream);
+            b.push("in.a", Some("r.1"), [("k", "v")].into_iter(), b"hi");
+            b.push("in.b", None, std::iter::empty(), b"");
+            let mut want = Vec::new();
+            want.extend_from_slice(&2u32.to_le_bytes());
+            put(&mut want, b"in.a");
+            put(&mut want, b"r.1");
+            want.extend_from_slice(&1u32.to_le_bytes());
+            put(&mut want, b"k");
+            put(&mut want, b"v");
+            put(&mut want, b"hi");
+            if jetstream {
+                want.extend_from_slice(&NONE.to_le_bytes());
+            }
+            put(&mut want, b"in.b");
+            want.extend_from_slice(&NONE.to_le_bytes());
+            want.extend_from_slice(&0u32.to_le_bytes());
+            put(&mut want, b"");
+            if jetstream {
+                want.extend_from_slice(&NONE.to_le_bytes());
+            }
+            assert_eq!(b.encoded(), &want[..], "jetstream: {jetstream}");
+            assert!(b.asks_reply(0) && !b.asks_reply(1));
+            b.clear();
+            assert_eq!(b.encoded(), &0u32.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn a_jetstream_message_carries_its_metadata_from_0_1_4() {
+        let msg = async_nats::Message {
+            subject: "in.a".into(),
+            reply: Some("$JS.ACK.S.c.3.41.42.1700000000123456789.9".into()),
+            payload: Bytes::from_static(b"hi"),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        };
+        let info = JsInfo {
+            domain: None,
+            acc_hash: None,
+            stream: "S",
+            consumer: "c",
+            stream_sequence: 41,
+            consumer_sequence: 42,
+            delivered: 3,
+            pending: 9,
+            published: time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+                .unwrap(),
+            token: None,
+        };
+        let mut message = Vec::new();
+        put(&mut message, b"in.a");
+        // The ack subject is not a reply-to the guest may answer.
+        message.extend_from_slice(&NONE.to_le_bytes());
+        message.extend_from_slice(&0u32.to_le_bytes());
+        put(&mut message, b"hi");
+
+        let mut old = Batch::without_jetstream();
+        old.push_jetstream(&msg, Some(&info));
+        assert_eq!(old.encoded()[4..], message[..]);
+        assert!(!old.asks_reply(0));
+
         let mut b = Batch::new();
-        b.push("in.a", Some("r.1"), [("k", "v")].into_iter(), b"hi");
-        b.push("in.b", None, std::iter::empty(), b"");
-        let mut want = Vec::new();
-        want.extend_from_slice(&2u32.to_le_bytes());
-        put(&mut want, b"in.a");
-        put(&mut want, b"r.1");
-        want.extend_from_slice(&1u32.to_le_bytes());
-        put(&mut want, b"k");
-        put(&mut want, b"v");
-        put(&mut want, b"hi");
-        put(&mut want, b"in.b");
+        b.push_jetstream(&msg, Some(&info));
+        b.push_jetstream(&msg, None);
+        let mut want = 2u32.to_le_bytes().to_vec();
+        want.extend_from_slice(&message);
+        put(&mut want, b"S");
+        put(&mut want, b"c");
+        for n in [41u64, 42, 3, 9, 1_700_000_000_123] {
+            want.extend_from_slice(&n.to_le_bytes());
+        }
+        want.extend_from_slice(&message);
         want.extend_from_slice(&NONE.to_le_bytes());
-        want.extend_from_slice(&0u32.to_le_bytes());
-        put(&mut want, b"");
         assert_eq!(b.encoded(), &want[..]);
-        assert!(b.asks_reply(0) && !b.asks_reply(1));
-        b.clear();
-        assert_eq!(b.encoded(), &0u32.to_le_bytes());
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl Instance {
         batch: &mut Batch,
         results: &mut BatchResults,
     ) -> Result<(), CallError> {
+        if batch.carries_jetstream() != self.plugin.batch_jetstream {
+            return Err(CallError::Contract(
+                "the batch is not in the encoding this plugin reads (use Plugin::new_batch)".into(),
+            ));
+        }
         self.store.data_mut().delivery = None;
         self.arm_deadline();
         let export = self

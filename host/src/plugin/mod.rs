@@ -99,6 +99,9 @@ pub struct Plugin {
     batch: Option<BatchIndices>,
     /// The component imports `delivery` (any 0.1.x).
     reads_delivery: bool,
+    /// Its batch export is 0.1.4 or later: the batch encoding carries each
+    /// message's JetStream metadata.
+    batch_jetstream: bool,
     shared: Arc<PluginShared>,
     path: PathBuf,
     timeout: Duration,
@@ -209,6 +212,10 @@ impl Plugin {
             .component_type()
             .imports(runtime.engine())
             .any(|(name, _)| name.starts_with(bindings::DELIVERY_IMPORT));
+        let batch_jetstream = component
+            .component_type()
+            .exports(runtime.engine())
+            .any(|(name, _)| bindings::batch_carries_jetstream(name));
         let grants = WasiGrants::resolve(&name, &config.wasi);
         // Open the preopens once now, so a bad grant stops the load, not a message.
         grants
@@ -235,6 +242,7 @@ impl Plugin {
             handler,
             batch: batch.filter(|_| config.batch),
             reads_delivery,
+            batch_jetstream,
             shared,
             path,
             timeout: config.timeout,
@@ -263,9 +271,27 @@ impl Plugin {
     }
 
     /// Whether the plugin imports `delivery` (reads the JetStream metadata
-    /// of the message in hand): its JetStream bindings are then not batched.
+    /// of the message in hand).
     pub fn reads_delivery(&self) -> bool {
         self.reads_delivery
+    }
+
+    /// Whether JetStream bindings hand this plugin batches too: it is
+    /// batched, and either it does not read `delivery` or its batch
+    /// encoding carries each message's metadata (0.1.4 on). A 0.1.2/0.1.3
+    /// plugin that reads `delivery` gets one `handle` per JetStream message,
+    /// since its `delivery` answers for "the message in hand".
+    pub fn batches_jetstream(&self) -> bool {
+        self.batched() && (self.batch_jetstream || !self.reads_delivery)
+    }
+
+    /// An empty batch in the encoding this plugin's `handle-batch` reads.
+    pub fn new_batch(&self) -> Batch {
+        if self.batch_jetstream {
+            Batch::new()
+        } else {
+            Batch::without_jetstream()
+        }
     }
 
     /// The deadline of one `handle` call.

@@ -9,9 +9,9 @@
 //
 // Build: `bash scripts/build-polyglot.sh` (see docs/javascript.md).
 
-import { log } from 'wasmgate:plugin/log@0.1.3';
-import { publish } from 'wasmgate:plugin/publisher@0.1.3';
-import { get } from 'wasmgate:plugin/config@0.1.3';
+import { log } from 'wasmgate:plugin/log@0.1.4';
+import { publish } from 'wasmgate:plugin/publisher@0.1.4';
+import { get } from 'wasmgate:plugin/config@0.1.4';
 
 // ASCII letters only, like Rust's to_ascii_uppercase and Python's bytes.upper().
 function asciiUpper(bytes) {

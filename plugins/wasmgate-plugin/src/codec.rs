@@ -2,7 +2,7 @@
 //! (the layout is specified in `wit/batch-handler.wit`; the host's side is
 //! `host/src/plugin/batch.rs`).
 
-use crate::{Header, Message};
+use crate::{Header, JetstreamInfo, Message};
 
 const NONE: u32 = u32::MAX;
 pub(crate) const OK: u8 = 0;
@@ -82,12 +82,26 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes()).expect("the host sends UTF-8")
     }
 
+    fn u64(&mut self) -> u64 {
+        let (n, rest) = self.0.split_at(8);
+        self.0 = rest;
+        u64::from_le_bytes(n.try_into().expect("8 bytes"))
+    }
+
+    /// Whether the next `opt` is none; it is consumed if so.
+    fn none(&mut self) -> bool {
+        let none = self.0[..4] == NONE.to_le_bytes();
+        if none {
+            self.0 = &self.0[4..];
+        }
+        none
+    }
+
     /// Decode the next message into `msg`, reusing its buffers: after the
     /// first messages of a batch, decoding allocates nothing.
     pub(crate) fn message_into(&mut self, msg: &mut Message) {
         set(&mut msg.subject, self.str());
-        if self.0[..4] == NONE.to_le_bytes() {
-            self.0 = &self.0[4..];
+        if self.none() {
             msg.reply_to = None;
         } else {
             let reply_to = self.str();
@@ -110,6 +124,32 @@ impl<'a> Reader<'a> {
         }
         msg.payload.clear();
         msg.payload.extend_from_slice(self.bytes());
+    }
+
+    /// Decode the JetStream metadata that ends a message (0.1.4) into
+    /// `info`, reusing its strings.
+    pub(crate) fn jetstream_into(&mut self, info: &mut Option<JetstreamInfo>) {
+        if self.none() {
+            *info = None;
+            return;
+        }
+        let (stream, consumer) = (self.str(), self.str());
+        let i = info.get_or_insert_with(|| JetstreamInfo {
+            stream: String::new(),
+            consumer: String::new(),
+            stream_sequence: 0,
+            consumer_sequence: 0,
+            delivered: 0,
+            pending: 0,
+            published_ms: 0,
+        });
+        set(&mut i.stream, stream);
+        set(&mut i.consumer, consumer);
+        i.stream_sequence = self.u64();
+        i.consumer_sequence = self.u64();
+        i.delivered = self.u64();
+        i.pending = self.u64();
+        i.published_ms = self.u64();
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! A handler is a type that implements [`Handler`], exported with
 //! [`export!`](crate::export). The crate hides the WIT bindings
-//! (`wasmgate:plugin@0.1.3`, world `batch-plugin`, generated here by wit-bindgen) behind plain
+//! (`wasmgate:plugin@0.1.4`, world `batch-plugin`, generated here by wit-bindgen) behind plain
 //! Rust: [`Message`] with header and text helpers, [`Reply`], [`Error`]
-//! (`retry` or `reject`), [`publish`], typed [`config`] and [`log`].
+//! (`retry` or `reject`), [`publish`], typed [`config`], [`log`], and the
+//! JetStream metadata of the message in hand, [`jetstream`].
 //!
 //! ```no_run
 //! use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
@@ -61,6 +62,7 @@ pub mod bindings {
 }
 
 use bindings::wasmgate::plugin::types::HandleError;
+pub use bindings::wasmgate::plugin::delivery::JetstreamInfo;
 pub use bindings::wasmgate::plugin::types::{Header, Message, PublishError};
 
 /// What a handler implements: one message in, a [`Reply`] or an [`Error`] out.
@@ -119,6 +121,8 @@ pub mod __private {
         /// While a batch runs: the encoded results so far, and the number of
         /// publishes of the message in hand, which [`collect`] appends to it.
         static BATCH: RefCell<Option<(Vec<u8>, u32)>> = const { RefCell::new(None) };
+        /// While a batch runs: the JetStream metadata of the message in hand.
+        static JETSTREAM: RefCell<Option<crate::JetstreamInfo>> = const { RefCell::new(None) };
     }
 
     /// Run a handler and translate its result to the WIT types.
@@ -145,6 +149,7 @@ pub mod __private {
         let mut msg = codec::empty_message();
         for _ in 0..count {
             input.message_into(&mut msg);
+            JETSTREAM.with(|j| input.jetstream_into(&mut j.borrow_mut()));
             let start = out.len();
             codec::begin_ok(&mut out);
             BATCH.with(|b| *b.borrow_mut() = Some((out, 0)));
@@ -168,6 +173,13 @@ pub mod __private {
         }
         assert!(input.is_empty(), "bytes after the last message of a batch");
         out
+    }
+
+    /// Inside a batch: the metadata the batch carried for the message in
+    /// hand. `None` outside a batch.
+    pub(crate) fn batch_jetstream() -> Option<Option<crate::JetstreamInfo>> {
+        let in_batch = BATCH.with(|b| b.borrow().is_some());
+        in_batch.then(|| JETSTREAM.with(|j| j.borrow().clone()))
     }
 
     /// Inside a batch: append the publish to the results (the host checks
@@ -371,6 +383,33 @@ pub fn publish(
     }
 }
 
+/// How the message in hand came: its JetStream metadata (stream, consumer,
+/// sequences, `delivered` — 1 on the first delivery —, pending,
+/// `published_ms`) when a JetStream binding delivered it; `None` for a core
+/// NATS message.
+///
+/// Call it from [`Handler::handle`]. It works the same in a batch (where
+/// the gateway sends each message's metadata with the batch) and alone
+/// (where it asks the host), so reading it does not cost a plugin its
+/// batches.
+///
+/// ```no_run
+/// # use wasmgate_plugin::{Error, Message, Reply, jetstream};
+/// fn handle(msg: &Message) -> Result<Reply, Error> {
+///     let attempt = jetstream().map_or(1, |js| js.delivered);
+///     if attempt < 3 && msg.payload.is_empty() {
+///         return Err(Error::retry(format!("attempt {attempt}: empty, try again")));
+///     }
+///     Ok(Reply::none())
+/// }
+/// ```
+pub fn jetstream() -> Option<JetstreamInfo> {
+    match __private::batch_jetstream() {
+        Some(info) => info,
+        None => bindings::wasmgate::plugin::delivery::jetstream(),
+    }
+}
+
 pub mod config;
 
 pub mod log;
@@ -519,11 +558,18 @@ mod tests {
         }
     }
 
-    /// The host's encoding of a batch (`host/src/plugin/batch.rs`).
+    /// The host's encoding of a batch (`host/src/plugin/batch.rs`), core
+    /// NATS messages.
     fn encode(msgs: &[Message]) -> Vec<u8> {
+        let none: Vec<_> = msgs.iter().map(|m| (m.clone(), None)).collect();
+        encode_js(&none)
+    }
+
+    /// The same with each message's JetStream metadata.
+    fn encode_js(msgs: &[(Message, Option<JetstreamInfo>)]) -> Vec<u8> {
         let mut out = Vec::new();
         codec::put_u32(&mut out, msgs.len() as u32);
-        for m in msgs {
+        for (m, js) in msgs {
             codec::put_bytes(&mut out, m.subject.as_bytes());
             match &m.reply_to {
                 None => codec::put_u32(&mut out, u32::MAX),
@@ -535,8 +581,86 @@ mod tests {
                 codec::put_bytes(&mut out, v.as_bytes());
             }
             codec::put_bytes(&mut out, &m.payload);
+            match js {
+                None => codec::put_u32(&mut out, u32::MAX),
+                Some(i) => {
+                    codec::put_bytes(&mut out, i.stream.as_bytes());
+                    codec::put_bytes(&mut out, i.consumer.as_bytes());
+                    for n in [
+                        i.stream_sequence,
+                        i.consumer_sequence,
+                        i.delivered,
+                        i.pending,
+                        i.published_ms,
+                    ] {
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
+            }
         }
         out
+    }
+
+    fn info(stream: &str, seq: u64, delivered: u64) -> JetstreamInfo {
+        JetstreamInfo {
+            stream: stream.into(),
+            consumer: "c".into(),
+            stream_sequence: seq,
+            consumer_sequence: seq + 100,
+            delivered,
+            pending: 7,
+            published_ms: 1_700_000_000_000 + seq,
+        }
+    }
+
+    /// Publishes, for each message, what `jetstream()` said about it.
+    struct Metadata;
+
+    impl Handler for Metadata {
+        fn handle(_msg: &Message) -> Result<Reply, Error> {
+            let said = match jetstream() {
+                None => "core".to_string(),
+                Some(i) => format!(
+                    "{} {} {} {} {} {} {}",
+                    i.stream,
+                    i.consumer,
+                    i.stream_sequence,
+                    i.consumer_sequence,
+                    i.delivered,
+                    i.pending,
+                    i.published_ms
+                ),
+            };
+            publish("out.meta", said, &[])?;
+            Ok(Reply::none())
+        }
+    }
+
+    #[test]
+    fn inside_a_batch_jetstream_metadata_is_each_messages_own() {
+        let msgs = [
+            (msg(None), Some(info("orders", 1, 1))),
+            (msg(None), Some(info("a-longer-stream-name", 2, 3))),
+            (msg(None), None),
+            (msg(None), Some(info("s", 3, 1))),
+        ];
+        let out = __private::call_batch::<Metadata>(&encode_js(&msgs));
+        let mut want = Vec::new();
+        codec::put_u32(&mut want, 4);
+        for said in [
+            "orders c 1 101 1 7 1700000000001",
+            "a-longer-stream-name c 2 102 3 7 1700000000002",
+            "core",
+            "s c 3 103 1 7 1700000000003",
+        ] {
+            let start = want.len();
+            codec::begin_ok(&mut want);
+            codec::put_publish(&mut want, "out.meta", &[], said.as_bytes());
+            codec::end_ok(&mut want, start, 1, None);
+        }
+        assert_eq!(out, want);
+        // Outside a batch `jetstream()` asks the host instead.
+        assert!(__private::batch_jetstream().is_none());
     }
 
     #[test]
@@ -594,8 +718,11 @@ mod tests {
         let mut r = codec::Reader::new(&encoded);
         assert_eq!(r.u32(), msgs.len() as u32);
         let mut got = codec::empty_message();
+        let mut js = Some(info("left over", 1, 1));
         for want in &msgs {
             r.message_into(&mut got);
+            r.jetstream_into(&mut js);
+            assert!(js.is_none());
             assert_eq!(
                 (&got.subject, &got.payload, &got.headers, &got.reply_to),
                 (&want.subject, &want.payload, &want.headers, &want.reply_to)

@@ -382,7 +382,11 @@ async fn jetstream_batches_carry_each_messages_delivery_metadata() {
     let n = 40;
     let retried: Vec<usize> = (0..n).filter(|i| i % 7 == 3).collect();
     for i in 0..n {
-        let payload = if retried.contains(&i) { "retry-once" } else { "x" };
+        let payload = if retried.contains(&i) {
+            "retry-once"
+        } else {
+            "x"
+        };
         js.publish(format!("p.{i}"), payload.into())
             .await
             .unwrap()
@@ -445,7 +449,10 @@ async fn jetstream_batches_carry_each_messages_delivery_metadata() {
         "handled in batches, not one by one: {b:?}"
     );
     let p = &status.plugins[0];
-    assert_eq!((p.batched, p.reads_delivery, p.jetstream_batched), (true, true, true));
+    assert_eq!(
+        (p.batched, p.reads_delivery, p.jetstream_batched),
+        (true, true, true)
+    );
     assert_eq!(ack_pending(&js, "P", "gw").await, 0, "everything acked");
     shutdown.cancel();
     gw.wait().await.unwrap();

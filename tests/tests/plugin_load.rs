@@ -153,7 +153,11 @@ fn plugin_built_against_wit_0_1_3_gets_the_batch_encoding_it_reads() {
         batch.push(subject, None, std::iter::empty(), b"old");
     }
     instance.handle_batch(&mut batch, &mut results).unwrap();
-    let subjects: Vec<&str> = results.publishes.iter().map(|p| p.subject.as_str()).collect();
+    let subjects: Vec<&str> = results
+        .publishes
+        .iter()
+        .map(|p| p.subject.as_str())
+        .collect();
     assert_eq!(subjects, ["out.in.a", "out.in.b"]);
 
     // The 0.1.4 encoding is refused before the guest could misread it.

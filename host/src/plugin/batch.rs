@@ -140,7 +140,9 @@ impl Batch {
                 self.u64(i.consumer_sequence);
                 self.u64(i.delivered.max(0) as u64);
                 self.u64(i.pending);
-                self.u64(crate::jetstream::unix_ms(i.published.unix_timestamp_nanos()));
+                self.u64(crate::jetstream::unix_ms(
+                    i.published.unix_timestamp_nanos(),
+                ));
             }
         }
     }

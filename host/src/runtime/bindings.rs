@@ -48,7 +48,9 @@ mod tests {
     #[test]
     fn batch_encoding_carries_jetstream_metadata_from_0_1_4() {
         assert!(batch_carries_jetstream(BATCH_HANDLER_EXPORT));
-        assert!(batch_carries_jetstream("wasmgate:plugin/batch-handler@0.1.9"));
+        assert!(batch_carries_jetstream(
+            "wasmgate:plugin/batch-handler@0.1.9"
+        ));
         for older in [
             "wasmgate:plugin/batch-handler@0.1.2",
             "wasmgate:plugin/batch-handler@0.1.3",

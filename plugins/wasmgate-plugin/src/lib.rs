@@ -61,8 +61,8 @@ pub mod bindings {
     });
 }
 
-use bindings::wasmgate::plugin::types::HandleError;
 pub use bindings::wasmgate::plugin::delivery::JetstreamInfo;
+use bindings::wasmgate::plugin::types::HandleError;
 pub use bindings::wasmgate::plugin::types::{Header, Message, PublishError};
 
 /// What a handler implements: one message in, a [`Reply`] or an [`Error`] out.

@@ -253,6 +253,10 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     eprintln!("  core native:  {}", native.show());
     eprintln!("  core gateway, batch = false: {}", unbatched.show());
     eprintln!("  core ratio gateway/native: {ratio:.3} (target >= 0.90)");
+    eprintln!(
+        "  core ratio of each pair: {}",
+        Sample::new("ratio", pair_ratios.clone()).show()
+    );
     let cpu: Vec<Sample> = cpu.into_iter().map(|c| Sample::new("µs/msg", c)).collect();
     eprintln!(
         "  core CPU per message (this process): gateway {}, native {}, batch = false {}",

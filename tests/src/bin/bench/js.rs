@@ -26,6 +26,10 @@ pub struct Params {
     pub messages: u64,
     pub size: usize,
     pub runs: usize,
+    /// The gateway's plugin: `echo`, or e.g. `jsprobe` against
+    /// `jsprobe-batched` to see what batches are worth to a plugin that
+    /// reads delivery metadata.
+    pub plugin: String,
 }
 
 fn js_config(stream: &str) -> JetStreamConfig {
@@ -120,7 +124,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                     let mut config = wasmgate::Config::default();
                     config.nats.servers = vec![server.url()];
                     config.http.listen = String::new();
-                    let mut pl = plugin("echo", "echo", &[&subject], &[("prefix", "out")]);
+                    let mut pl = plugin(&p.plugin, &p.plugin, &[&subject], &[("prefix", "out")]);
                     pl.bindings[0].jetstream = Some(cfg.clone());
                     config.plugins.push(pl);
                     let shutdown = CancellationToken::new();
@@ -217,10 +221,15 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     eprintln!("  jetstream gateway: {}", gateway.show());
     eprintln!("  jetstream native:  {}", native.show());
     eprintln!("  jetstream ratio gateway/native: {ratio:.3} (target >= 0.85)");
+    eprintln!(
+        "  jetstream ratio of each pair: {}",
+        Sample::new("ratio", pair_ratios.clone()).show()
+    );
     let c = js_config("X");
     Ok(json!({
         "messages": p.messages,
         "payload_bytes": p.size,
+        "plugin": p.plugin,
         "storage": "memory",
         "max_ack_pending": c.max_ack_pending,
         "pull_batch": c.pull_batch,

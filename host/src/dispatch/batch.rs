@@ -138,24 +138,37 @@ impl Dispatch {
         );
         match result {
             Ok(()) => {
+                // Each message's publishes come next in `publishes`, whether
+                // or not they are sent; its outcome consumes them.
                 let mut publishes = state.results.publishes.drain(..);
-                let mut delivered = state.delivered.iter();
-                for (msg, result) in batch.drain(..).zip(state.results.results.drain(..)) {
-                    // Its publishes come next, whether or not they are sent.
-                    let outbox = (&mut publishes).take(result.publishes);
-                    match msg {
-                        Incoming::Core(msg) => {
-                            let span = self.message_span(&msg.subject, msg.payload.len());
-                            let _entered = span.enter();
-                            let reply_to = msg.reply.map(|r| r.to_string());
-                            self.core_outcome(reply_to, result.outcome, outbox, out);
-                        }
-                        Incoming::Js(msg) => {
-                            let span = self.message_span(&msg.subject, msg.payload.len());
-                            let _entered = span.enter();
-                            let delivered = delivered.next().copied().unwrap_or(1);
-                            self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
-                        }
+                let results = state.results.results.drain(..);
+                if let Source::Core(_) = self.source {
+                    // Read in place and dropped in place: moving each 184-byte
+                    // message out of the batch was a tenth of this thread's
+                    // time (profiled).
+                    for (msg, result) in batch.iter().zip(results) {
+                        let outbox = (&mut publishes).take(result.publishes);
+                        let Incoming::Core(msg) = msg else {
+                            unreachable!("a core binding's batch holds core messages")
+                        };
+                        let span = self.message_span(&msg.subject, msg.payload.len());
+                        let _entered = span.enter();
+                        let reply_to = msg.reply.as_ref().map(|r| r.to_string());
+                        self.core_outcome(reply_to, result.outcome, outbox, out);
+                    }
+                    batch.clear();
+                } else {
+                    // Owned: each is settled after the batch's output is sent.
+                    let mut delivered = state.delivered.iter();
+                    for (msg, result) in batch.drain(..).zip(results) {
+                        let outbox = (&mut publishes).take(result.publishes);
+                        let Incoming::Js(msg) = msg else {
+                            unreachable!("a JetStream binding's batch holds JetStream messages")
+                        };
+                        let span = self.message_span(&msg.subject, msg.payload.len());
+                        let _entered = span.enter();
+                        let delivered = delivered.next().copied().unwrap_or(1);
+                        self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
                     }
                 }
             }

@@ -17,9 +17,9 @@ impl Handler for Echo {
         let mut subject = String::with_capacity(prefix.len() + 1 + msg.subject.len());
         subject.push_str(prefix);
         subject.push('.');
-        subject.push_str(&msg.subject);
-        publish(&subject, &msg.payload, &msg.headers)?;
-        Ok(msg.reply(msg.payload.as_slice()))
+        subject.push_str(msg.subject);
+        publish(&subject, msg.payload, msg.headers)?;
+        Ok(msg.reply(msg.payload))
     }
 }
 

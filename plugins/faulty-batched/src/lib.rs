@@ -38,20 +38,20 @@ impl Handler for FaultyBatched {
             "retry" => Err(Error::retry("asked to retry")),
             "reject" => Err(Error::reject("asked to reject")),
             "forbidden" => {
-                publish(&format!("secret.{}", msg.subject), &msg.payload, &[])?;
+                publish(&format!("secret.{}", msg.subject), msg.payload, &[])?;
                 Ok(msg.reply("sent"))
             }
             "bad-subject" => {
-                publish("out.*", &msg.payload, &[])?;
+                publish("out.*", msg.payload, &[])?;
                 Ok(msg.reply("sent"))
             }
             _ => {
                 publish(
                     &format!("{prefix}.{}", msg.subject),
-                    &msg.payload,
-                    &msg.headers,
+                    msg.payload,
+                    msg.headers,
                 )?;
-                Ok(msg.reply(msg.payload.clone()))
+                Ok(msg.reply(msg.payload))
             }
         }
     }

@@ -16,7 +16,7 @@ impl Handler for JsProbe {
     fn handle(msg: &Message) -> Result<Reply, Error> {
         let info = jetstream();
         let delivered = info.as_ref().map_or(0, |i| i.delivered);
-        match msg.payload.as_slice() {
+        match msg.payload {
             b"retry-once" if delivered < 2 => {
                 return Err(Error::retry(format!("delivery {delivered}: try again")));
             }
@@ -27,14 +27,20 @@ impl Handler for JsProbe {
             b"trap" => panic!("asked to trap"),
             _ => {}
         }
-        let mut headers = Vec::new();
-        if let Some(i) = &info {
-            headers.push(("Js-Stream".to_string(), i.stream.clone()));
-            headers.push(("Js-Stream-Seq".to_string(), i.stream_sequence.to_string()));
-            headers.push(("Js-Delivered".to_string(), i.delivered.to_string()));
-        }
         let prefix = config::str("prefix").unwrap_or("out");
-        publish(&format!("{prefix}.{}", msg.subject), &msg.payload, &headers)?;
+        let target = format!("{prefix}.{}", msg.subject);
+        match &info {
+            Some(i) => {
+                let (seq, delivered) = (i.stream_sequence.to_string(), i.delivered.to_string());
+                let headers = [
+                    ("Js-Stream", i.stream.as_str()),
+                    ("Js-Stream-Seq", seq.as_str()),
+                    ("Js-Delivered", delivered.as_str()),
+                ];
+                publish(&target, msg.payload, &headers)?;
+            }
+            None => publish(&target, msg.payload, &[])?,
+        }
         Ok(Reply::none())
     }
 }

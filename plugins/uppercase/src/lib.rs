@@ -15,7 +15,7 @@ impl Handler for Uppercase {
         let upper = msg.payload.to_ascii_uppercase();
         let target = format!("{prefix}.{}", msg.subject);
         wasmgate_plugin::debug!("{} -> {target} ({} bytes)", msg.subject, upper.len());
-        publish(&target, &upper, &msg.headers)?;
+        publish(&target, &upper, msg.headers)?;
         Ok(msg.reply(upper))
     }
 }

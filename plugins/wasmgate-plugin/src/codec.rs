@@ -18,7 +18,7 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
+fn put_headers(out: &mut Vec<u8>, headers: &[Header<'_>]) {
     put_u32(out, headers.len() as u32);
     for (k, v) in headers {
         put_bytes(out, k.as_bytes());
@@ -26,7 +26,12 @@ fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
     }
 }
 
-pub(crate) fn put_publish(out: &mut Vec<u8>, subject: &str, headers: &[Header], payload: &[u8]) {
+pub(crate) fn put_publish(
+    out: &mut Vec<u8>,
+    subject: &str,
+    headers: &[Header<'_>],
+    payload: &[u8],
+) {
     put_bytes(out, subject.as_bytes());
     put_headers(out, headers);
     put_bytes(out, payload);
@@ -97,33 +102,24 @@ impl<'a> Reader<'a> {
         none
     }
 
-    /// Decode the next message into `msg`, reusing its buffers: after the
-    /// first messages of a batch, decoding allocates nothing.
-    pub(crate) fn message_into(&mut self, msg: &mut Message) {
-        set(&mut msg.subject, self.str());
-        if self.none() {
-            msg.reply_to = None;
-        } else {
-            let reply_to = self.str();
-            match &mut msg.reply_to {
-                Some(r) => set(r, reply_to),
-                None => msg.reply_to = Some(reply_to.to_owned()),
-            }
-        }
+    /// Decode the next message. It borrows the batch; its headers are
+    /// collected into `headers` (cleared first), whose buffer the messages
+    /// of a batch share: decoding a message copies and allocates nothing.
+    pub(crate) fn message<'h>(&mut self, headers: &'h mut Vec<Header<'a>>) -> Message<'h> {
+        let subject = self.str();
+        let reply_to = if self.none() { None } else { Some(self.str()) };
         let n = self.u32() as usize;
-        msg.headers.truncate(n);
-        for i in 0..n {
-            let (name, value) = (self.str(), self.str());
-            match msg.headers.get_mut(i) {
-                Some((k, v)) => {
-                    set(k, name);
-                    set(v, value);
-                }
-                None => msg.headers.push((name.to_owned(), value.to_owned())),
-            }
+        headers.clear();
+        for _ in 0..n {
+            headers.push((self.str(), self.str()));
         }
-        msg.payload.clear();
-        msg.payload.extend_from_slice(self.bytes());
+        let payload = self.bytes();
+        Message {
+            subject,
+            payload,
+            headers,
+            reply_to,
+        }
     }
 
     /// Decode the JetStream metadata that ends a message (0.1.4) into
@@ -156,14 +152,4 @@ impl<'a> Reader<'a> {
 fn set(s: &mut String, value: &str) {
     s.clear();
     s.push_str(value);
-}
-
-/// An empty message, whose buffers [`Reader::message_into`] fills.
-pub(crate) fn empty_message() -> Message {
-    Message {
-        subject: String::new(),
-        payload: Vec::new(),
-        headers: Vec::new(),
-        reply_to: None,
-    }
 }

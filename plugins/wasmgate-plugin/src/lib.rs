@@ -63,18 +63,36 @@ pub mod bindings {
 
 pub use bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use bindings::wasmgate::plugin::types::HandleError;
-pub use bindings::wasmgate::plugin::types::{Header, Message, PublishError};
+pub use bindings::wasmgate::plugin::types::PublishError;
+
+/// A header: its name and value.
+pub type Header<'a> = (&'a str, &'a str);
+
+/// A message, lent to [`Handler::handle`] for one call.
+///
+/// Its parts borrow what the host sent (inside a batch, the one buffer of
+/// the whole batch), so receiving a message copies and allocates nothing.
+/// Copy what you keep: `msg.payload.to_vec()`, `msg.subject.to_string()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+    /// In the order they came; a name may repeat.
+    pub headers: &'a [Header<'a>],
+    /// Where a requester waits for the reply; `None` for a plain publish
+    /// (and for JetStream messages, whose reply subject is their ack).
+    pub reply_to: Option<&'a str>,
+}
 
 /// What a handler implements: one message in, a [`Reply`] or an [`Error`] out.
 ///
 /// Publishes made during `handle` are sent only when it returns `Ok`; an
 /// `Err` (or a panic, which traps) discards them.
 ///
-/// The message is lent, not given: inside a batch the SDK decodes every
-/// message into the same buffers, so a message costs no allocation. Clone
-/// what you keep (`msg.payload.clone()`).
+/// The message is lent, not given: its parts borrow the buffer the host
+/// sent (see [`Message`]).
 pub trait Handler {
-    fn handle(msg: &Message) -> Result<Reply, Error>;
+    fn handle(msg: &Message<'_>) -> Result<Reply, Error>;
 }
 
 /// Export a [`Handler`] as the component's `wasmgate:plugin/handler` and
@@ -88,7 +106,7 @@ macro_rules! export {
             struct __WasmgateExport;
             impl $crate::bindings::exports::wasmgate::plugin::handler::Guest for __WasmgateExport {
                 fn handle(
-                    msg: $crate::Message,
+                    msg: $crate::__private::WitMessage,
                 ) -> ::core::result::Result<
                     ::core::option::Option<::std::vec::Vec<u8>>,
                     $crate::__private::HandleError,
@@ -115,6 +133,7 @@ pub mod __private {
     use std::cell::RefCell;
 
     pub use crate::bindings::wasmgate::plugin::types::HandleError;
+    pub use crate::bindings::wasmgate::plugin::types::Message as WitMessage;
     use crate::codec;
 
     thread_local! {
@@ -125,20 +144,31 @@ pub mod __private {
         static JETSTREAM: RefCell<Option<crate::JetstreamInfo>> = const { RefCell::new(None) };
     }
 
-    /// Run a handler and translate its result to the WIT types.
-    pub fn call<H: crate::Handler>(msg: crate::Message) -> Result<Option<Vec<u8>>, HandleError> {
-        match H::handle(&msg) {
+    /// Run a handler on one message and translate its result to the WIT types.
+    pub fn call<H: crate::Handler>(msg: WitMessage) -> Result<Option<Vec<u8>>, HandleError> {
+        let headers: Vec<crate::Header<'_>> = msg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let view = crate::Message {
+            subject: &msg.subject,
+            payload: &msg.payload,
+            headers: &headers,
+            reply_to: msg.reply_to.as_deref(),
+        };
+        match H::handle(&view) {
             Ok(reply) => Ok(reply.0),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Run a handler on each message of an encoded batch (see
-    /// `wit/batch-handler.wit`) and encode the results. Each message is
-    /// decoded into the buffers of the one before and publishes are written
-    /// straight into the results, so a message costs no allocation of the
-    /// SDK's own. A malformed batch panics, which traps: the host then sends
-    /// each message alone.
+    /// `wit/batch-handler.wit`) and encode the results. Each message
+    /// borrows the batch and publishes are written straight into the
+    /// results, so a message costs no copy or allocation of the SDK's own.
+    /// A malformed batch panics, which traps: the host then sends each
+    /// message alone.
     pub fn call_batch<H: crate::Handler>(batch: &[u8]) -> Vec<u8> {
         let mut input = codec::Reader::new(batch);
         let count = input.u32();
@@ -146,9 +176,9 @@ pub mod __private {
         // the usual handler never makes the results grow and move.
         let mut out = Vec::with_capacity(batch.len() + batch.len() / 4 + 64);
         codec::put_u32(&mut out, count);
-        let mut msg = codec::empty_message();
+        let mut headers = Vec::new();
         for _ in 0..count {
-            input.message_into(&mut msg);
+            let msg = input.message(&mut headers);
             JETSTREAM.with(|j| input.jetstream_into(&mut j.borrow_mut()));
             let start = out.len();
             codec::begin_ok(&mut out);
@@ -187,7 +217,7 @@ pub mod __private {
     pub(crate) fn collect(
         subject: &str,
         payload: &[u8],
-        headers: &[crate::Header],
+        headers: &[crate::Header<'_>],
     ) -> Option<Result<(), crate::PublishError>> {
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
@@ -201,26 +231,26 @@ pub mod __private {
 
 mod codec;
 
-impl Message {
+impl<'a> Message<'a> {
     /// The first value of a header, by exact name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
     }
 
     /// Every value of a header, by exact name, in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .filter(move |(k, _)| *k == name)
+            .map(|(_, v)| *v)
     }
 
     /// The payload as UTF-8 text; a payload that is not UTF-8 is rejected.
-    pub fn text(&self) -> Result<&str, Error> {
-        std::str::from_utf8(&self.payload)
+    pub fn text(&self) -> Result<&'a str, Error> {
+        std::str::from_utf8(self.payload)
             .map_err(|e| Error::reject(format!("payload is not UTF-8: {e}")))
     }
 
@@ -371,15 +401,24 @@ pub fn describe_publish_error(e: &PublishError) -> String {
 /// `Ok`. Outside a batch the check is made at once; inside one, when the
 /// batch returns, and a refusal rejects the message (see
 /// [Batches](crate#batches)).
+///
+/// Headers are `(name, value)` pairs: `&[("Content-Type", "text/plain")]`,
+/// or `msg.headers` to pass a message's own on.
 pub fn publish(
     subject: &str,
     payload: impl AsRef<[u8]>,
-    headers: &[Header],
+    headers: &[Header<'_>],
 ) -> Result<(), PublishError> {
     let payload = payload.as_ref();
     match __private::collect(subject, payload, headers) {
         Some(result) => result,
-        None => bindings::wasmgate::plugin::publisher::publish(subject, payload, headers),
+        None => {
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            bindings::wasmgate::plugin::publisher::publish(subject, payload, &headers)
+        }
     }
 }
 
@@ -473,16 +512,12 @@ macro_rules! error {
 mod tests {
     use super::*;
 
-    fn msg(reply_to: Option<&str>) -> Message {
+    fn msg(reply_to: Option<&str>) -> Message<'_> {
         Message {
-            subject: "in.x".into(),
-            payload: b"hi".to_vec(),
-            headers: vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "2".into()),
-                ("a".into(), "3".into()),
-            ],
-            reply_to: reply_to.map(String::from),
+            subject: "in.x",
+            payload: b"hi",
+            headers: &[("a", "1"), ("b", "2"), ("a", "3")],
+            reply_to,
         }
     }
 
@@ -502,7 +537,7 @@ mod tests {
         assert_eq!(m.header_values("a").collect::<Vec<_>>(), ["1", "3"]);
         assert_eq!(m.text(), Ok("hi"));
         let bad = Message {
-            payload: vec![0xff],
+            payload: &[0xff],
             ..msg(None)
         };
         assert!(
@@ -551,9 +586,9 @@ mod tests {
         }
     }
 
-    fn text_msg(text: &str, reply_to: Option<&str>) -> Message {
+    fn text_msg<'a>(text: &'a str, reply_to: Option<&'a str>) -> Message<'a> {
         Message {
-            payload: text.as_bytes().to_vec(),
+            payload: text.as_bytes(),
             ..msg(reply_to)
         }
     }
@@ -561,7 +596,7 @@ mod tests {
     /// The host's encoding of a batch (`host/src/plugin/batch.rs`), core
     /// NATS messages.
     fn encode(msgs: &[Message]) -> Vec<u8> {
-        let none: Vec<_> = msgs.iter().map(|m| (m.clone(), None)).collect();
+        let none: Vec<_> = msgs.iter().map(|m| (*m, None)).collect();
         encode_js(&none)
     }
 
@@ -571,16 +606,16 @@ mod tests {
         codec::put_u32(&mut out, msgs.len() as u32);
         for (m, js) in msgs {
             codec::put_bytes(&mut out, m.subject.as_bytes());
-            match &m.reply_to {
+            match m.reply_to {
                 None => codec::put_u32(&mut out, u32::MAX),
                 Some(r) => codec::put_bytes(&mut out, r.as_bytes()),
             }
             codec::put_u32(&mut out, m.headers.len() as u32);
-            for (k, v) in &m.headers {
+            for (k, v) in m.headers {
                 codec::put_bytes(&mut out, k.as_bytes());
                 codec::put_bytes(&mut out, v.as_bytes());
             }
-            codec::put_bytes(&mut out, &m.payload);
+            codec::put_bytes(&mut out, m.payload);
             match js {
                 None => codec::put_u32(&mut out, u32::MAX),
                 Some(i) => {
@@ -702,9 +737,9 @@ mod tests {
     }
 
     #[test]
-    fn messages_decode_as_encoded_into_reused_buffers() {
+    fn messages_decode_as_encoded_borrowing_the_batch() {
         let two_headers = Message {
-            headers: vec![("x".into(), "1".into()), ("y".into(), "2".into())],
+            headers: &[("x", "1"), ("y", "2")],
             ..text_msg("a longer payload than the next", None)
         };
         let msgs = [
@@ -717,16 +752,13 @@ mod tests {
         let encoded = encode(&msgs);
         let mut r = codec::Reader::new(&encoded);
         assert_eq!(r.u32(), msgs.len() as u32);
-        let mut got = codec::empty_message();
+        let mut headers = Vec::new();
         let mut js = Some(info("left over", 1, 1));
         for want in &msgs {
-            r.message_into(&mut got);
+            let got = r.message(&mut headers);
+            assert_eq!(&got, want);
             r.jetstream_into(&mut js);
             assert!(js.is_none());
-            assert_eq!(
-                (&got.subject, &got.payload, &got.headers, &got.reply_to),
-                (&want.subject, &want.payload, &want.headers, &want.reply_to)
-            );
         }
         assert!(r.is_empty());
     }

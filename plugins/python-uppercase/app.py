@@ -13,7 +13,7 @@ from typing import Optional
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import config, log, publisher
+from wit_world.imports import config, log, log_filter, publisher
 from wit_world.imports.types import (
     HandleError_Reject,
     Message,
@@ -38,15 +38,24 @@ def describe_publish_error(error: PublishError) -> str:
     return repr(error)
 
 
+# Asked once per instance: whether the gateway records `debug` lines, so that
+# a line it would drop is never formatted (like the Rust SDK's macros).
+_debug_enabled: Optional[bool] = None
+
+
 class Handler(exports.Handler):
     """The `wasmgate:plugin/handler` export: componentize-py looks for a
     class named after the exported interface."""
 
     def handle(self, msg: Message) -> Optional[bytes]:
+        global _debug_enabled
+        if _debug_enabled is None:
+            _debug_enabled = log_filter.enabled(log.Level.DEBUG)
         prefix = config.get("prefix") or "out"
         upper = msg.payload.upper()  # bytes.upper() changes ASCII letters only
         target = f"{prefix}.{msg.subject}"
-        log.log(log.Level.DEBUG, f"{msg.subject} -> {target} ({len(upper)} bytes)")
+        if _debug_enabled:
+            log.log(log.Level.DEBUG, f"{msg.subject} -> {target} ({len(upper)} bytes)")
         try:
             publisher.publish(target, upper, msg.headers)
         except Err as e:

@@ -10,6 +10,7 @@
 // Build: `bash scripts/build-polyglot.sh` (see docs/javascript.md).
 
 import { log } from 'wasmgate:plugin/log@0.1.4';
+import { enabled } from 'wasmgate:plugin/log-filter@0.1.4';
 import { publish } from 'wasmgate:plugin/publisher@0.1.4';
 import { get } from 'wasmgate:plugin/config@0.1.4';
 
@@ -40,12 +41,19 @@ function describePublishError(error) {
 // The `wasmgate:plugin/handler` export. Returning a value is `ok(...)`
 // (`undefined` is `none`); throwing a plain `{ tag, val }` object is
 // `err(handle-error)`. Throwing an `Error` traps.
+// Asked once per instance: whether the gateway records `debug` lines, so
+// that a line it would drop is never built (like the Rust SDK's macros).
+let debugEnabled;
+
 export const handler = {
   handle(msg) {
+    debugEnabled ??= enabled('debug');
     const prefix = get('prefix') ?? 'out';
     const upper = asciiUpper(msg.payload);
     const target = `${prefix}.${msg.subject}`;
-    log('debug', `${msg.subject} -> ${target} (${upper.length} bytes)`);
+    if (debugEnabled) {
+      log('debug', `${msg.subject} -> ${target} (${upper.length} bytes)`);
+    }
     try {
       publish(target, upper, msg.headers);
     } catch (e) {

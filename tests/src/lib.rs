@@ -292,6 +292,44 @@ pub fn init_logs() {
     });
 }
 
+/// How long a test waits for a gateway to report ready.
+pub const READY_WAIT: Duration = Duration::from_secs(20);
+
+/// A whole gateway running in-process, started and ready (the server has
+/// confirmed its subscriptions), with the shutdown signal it answers to.
+/// Derefs to the [`Gateway`](wasmgate::Gateway).
+pub struct Running {
+    pub gw: wasmgate::Gateway,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Running {
+    /// Start a gateway on `config` and wait until it is ready; panics with
+    /// the reason otherwise.
+    pub async fn start(config: Config) -> Running {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let gw = wasmgate::Gateway::start(config, shutdown.clone())
+            .await
+            .expect("gateway starts");
+        gw.ready(READY_WAIT).await.expect("gateway becomes ready");
+        Running { gw, shutdown }
+    }
+
+    /// Shut down (drain, finish, flush) and check it ended cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.gw.wait().await.expect("clean shutdown");
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = wasmgate::Gateway;
+
+    fn deref(&self) -> &wasmgate::Gateway {
+        &self.gw
+    }
+}
+
 /// A plain client for the test's own publishing and subscribing.
 pub async fn client(server: &NatsServer) -> async_nats::Client {
     async_nats::ConnectOptions::new()

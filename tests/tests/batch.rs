@@ -268,9 +268,7 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
     let mut probe = plugin("probe", "jsprobe", &["p.>"], &[("prefix", "out")]);
     probe.bindings[0].jetstream = Some(js_table("P"));
     config.plugins.push(probe);
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
@@ -355,8 +353,7 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
         0,
         "nothing left unacknowledged"
     );
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 /// A plugin built against WIT 0.1.4 that reads `delivery` (`jsprobe-batched`,
@@ -405,9 +402,7 @@ async fn jetstream_batches_carry_each_messages_delivery_metadata() {
         .unwrap(),
     );
     config.plugins.push(probe);
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     let mut seen = std::collections::BTreeMap::new();
     while seen.len() < n {
@@ -454,6 +449,5 @@ async fn jetstream_batches_carry_each_messages_delivery_metadata() {
         (true, true, true)
     );
     assert_eq!(ack_pending(&js, "P", "gw").await, 0, "everything acked");
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }

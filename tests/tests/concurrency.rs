@@ -4,8 +4,6 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio_util::sync::CancellationToken;
-use wasmgate::Gateway;
 use wasmgate::config::Overload;
 use wasmgate_tests::*;
 
@@ -27,9 +25,7 @@ async fn concurrent_workers_overlap_and_handle_each_message_once() {
     let mut p = plugin("sleepy", "sleepy", &["sleep.>"], &[]);
     p.concurrency = 4;
     config.plugins.push(p);
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     let nc = client(&server).await;
 
     let replies = join_all((0..8).map(|i| {
@@ -56,8 +52,7 @@ async fn concurrent_workers_overlap_and_handle_each_message_once() {
         8,
         "each request handled once"
     );
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +63,7 @@ async fn concurrency_one_keeps_order_and_never_overlaps() {
     config
         .plugins
         .push(plugin("sleepy", "sleepy", &["sleep.>"], &[]));
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     let nc = client(&server).await;
     let replies = join_all((0..4).map(|i| {
         let nc = nc.clone();
@@ -83,8 +76,7 @@ async fn concurrency_one_keeps_order_and_never_overlaps() {
         spans.windows(2).all(|w| w[0].1 <= w[1].0),
         "sequential: {spans:?}"
     );
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,9 +91,7 @@ async fn a_saturated_host_sheds_and_counts() {
     let mut p = plugin("sleepy", "sleepy", &["sleep.>"], &[]);
     p.concurrency = 2;
     config.plugins.push(p);
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     let nc = client(&server).await;
 
     // The server spreads a queue group's messages at random: with 12, the
@@ -132,6 +122,5 @@ async fn a_saturated_host_sheds_and_counts() {
     );
     assert_eq!(b.shed, overloaded as u64, "every shed message is counted");
     assert_eq!(b.handled + b.shed, REQUESTS as u64);
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }

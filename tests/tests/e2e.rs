@@ -21,9 +21,7 @@ async fn message_is_handled_and_output_arrives() {
         &["in.>"],
         &[("prefix", "out")],
     ));
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
@@ -79,8 +77,7 @@ async fn message_is_handled_and_output_arrives() {
         );
     }
 
-    shutdown.cancel();
-    gw.wait().await.expect("clean shutdown");
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,9 +139,7 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
     config
         .plugins
         .push(plugin("faulty", "faulty", &["f.>"], &[("prefix", "out")]));
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     let nc = client(&server).await;
 
     let ask = |payload: &'static str| {
@@ -193,8 +188,7 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
     assert_eq!((b.handled, b.trapped, b.rejected, b.retried), (1, 1, 2, 1));
     assert_eq!(gw.status().state, wasmgate::ConnectionState::Connected);
 
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,9 +202,7 @@ async fn shutdown_drains_messages_already_received() {
         &["in.>"],
         &[("prefix", "out")],
     ));
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
@@ -227,9 +219,8 @@ async fn shutdown_drains_messages_already_received() {
         (gw.status().bindings[0].handled > 0).then_some(())
     })
     .await;
-    shutdown.cancel();
     let status_rx = gw.status_watch();
-    gw.wait().await.unwrap();
+    gw.stop().await;
     assert_eq!(status_rx.borrow().state, wasmgate::ConnectionState::Stopped);
 
     // Everything was flushed to the server before `wait` returned; a gap

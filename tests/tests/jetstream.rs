@@ -107,14 +107,7 @@ async fn js_publish(js: &jetstream::Context, subject: String, payload: &'static 
 async fn retry_naks_and_the_redelivery_sees_its_delivery_count() {
     init_logs();
     let server = NatsServer::start();
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(
-        gateway_config(&server, js_config("IN", "gw")),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(gateway_config(&server, js_config("IN", "gw"))).await;
     let status = gw.status();
     assert_eq!(status.bindings[0].kind, "jetstream");
     assert_eq!(status.bindings[0].stream.as_deref(), Some("IN"));
@@ -146,8 +139,7 @@ async fn retry_naks_and_the_redelivery_sees_its_delivery_count() {
             .is_err(),
         "no redelivery after ack"
     );
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,11 +149,7 @@ async fn rejection_and_max_deliver_go_to_the_dead_letter_subject() {
     let mut js_cfg = js_config("IN", "gw");
     js_cfg.max_deliver = 3;
     js_cfg.dead_letter = Some("dlq.in".into());
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(gateway_config(&server, js_cfg), shutdown.clone())
-        .await
-        .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(gateway_config(&server, js_cfg)).await;
 
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
@@ -227,8 +215,7 @@ async fn rejection_and_max_deliver_go_to_the_dead_letter_subject() {
         0,
         "nothing left unacknowledged"
     );
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,11 +224,7 @@ async fn memory_stream_and_consumer_lost_in_a_restart_are_recreated() {
     let mut server = NatsServer::start();
     let mut js_cfg = js_config("MEM", "gw");
     js_cfg.storage = Storage::Memory;
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(gateway_config(&server, js_cfg), shutdown.clone())
-        .await
-        .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(gateway_config(&server, js_cfg)).await;
 
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
@@ -281,22 +264,14 @@ async fn memory_stream_and_consumer_lost_in_a_restart_are_recreated() {
     }
     let b = &gw.status().bindings[0];
     assert_eq!(b.state, BindingState::Bound);
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_deleted_on_the_server_is_recreated() {
     init_logs();
     let server = NatsServer::start();
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(
-        gateway_config(&server, js_config("IN", "gw")),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(gateway_config(&server, js_config("IN", "gw"))).await;
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
     let mut out = nc.subscribe("out.>").await.unwrap();
@@ -328,8 +303,7 @@ async fn a_consumer_deleted_on_the_server_is_recreated() {
             .expect("consumption resumed")
             .unwrap();
     }
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
-use wasmgate::Gateway;
 use wasmgate::dispatch::ERROR_HEADER;
 use wasmgate_tests::*;
 
@@ -50,9 +48,7 @@ async fn uppercase_behaviour(wasm: PathBuf) {
         &["bad.>"],
         &[("prefix", "bad prefix")],
     ));
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("up.>").await.unwrap();
@@ -132,8 +128,7 @@ async fn uppercase_behaviour(wasm: PathBuf) {
         "the refused publish never reached NATS"
     );
 
-    shutdown.cancel();
-    gw.wait().await.expect("clean shutdown");
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

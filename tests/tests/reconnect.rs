@@ -62,11 +62,7 @@ fn assert_each_once(counts: &HashMap<String, usize>, n: usize) {
 async fn kill_and_restart_resumes_without_duplicate_bindings() {
     init_logs();
     let mut server = NatsServer::start();
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(upper_config(&server), shutdown.clone())
-        .await
-        .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(upper_config(&server)).await;
     assert_each_once(&send_and_count(&server, "before", 50).await, 50);
 
     for round in 1..=2u64 {
@@ -94,8 +90,7 @@ async fn kill_and_restart_resumes_without_duplicate_bindings() {
         );
     }
 
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +103,7 @@ async fn hung_server_is_detected_and_the_supervisor_reconnects() {
         config.health.timeout,
         config.reconnect.failure_threshold,
     );
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     let paths = Arc::new(Mutex::new(Vec::new()));
     let p = paths.clone();
     gw.on_reconnect(move |e| {
@@ -150,8 +143,7 @@ async fn hung_server_is_detected_and_the_supervisor_reconnects() {
     assert_eq!(*paths.lock().unwrap(), vec![ReconnectPath::Supervisor]);
     assert_each_once(&send_and_count(&server, "resumed", 200).await, 200);
 
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,9 +177,7 @@ async fn exhausted_attempts_keep_trying_when_configured() {
     let mut config = upper_config(&server);
     config.reconnect.max_attempts = 3;
     config.reconnect.on_exhausted = OnExhausted::KeepTrying;
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
 
     server.kill();
     gw.wait_for(WAIT, |s| s.state == ConnectionState::Failed)
@@ -208,8 +198,7 @@ async fn exhausted_attempts_keep_trying_when_configured() {
     gw.wait_for(WAIT, |s| s.ready).await.unwrap();
     assert_each_once(&send_and_count(&server, "back", 50).await, 50);
 
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,11 +226,7 @@ async fn initial_connect_exhausted_reports_failed() {
 async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
     init_logs();
     let mut server = NatsServer::start();
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(upper_config(&server), shutdown.clone())
-        .await
-        .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(upper_config(&server)).await;
 
     let log = Arc::new(Mutex::new(Vec::new()));
     for name in ["first", "failing", "last"] {
@@ -290,6 +275,5 @@ async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
     );
     assert_each_once(&send_and_count(&server, "cb", 50).await, 50);
 
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }

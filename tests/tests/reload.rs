@@ -6,8 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio_util::sync::CancellationToken;
-use wasmgate::Gateway;
 use wasmgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -33,8 +31,7 @@ struct Watched {
     server: NatsServer,
     dir: tempfile::TempDir,
     wasm: std::path::PathBuf,
-    shutdown: CancellationToken,
-    gw: Gateway,
+    gw: Running,
 }
 
 async fn watched_uppercase() -> Watched {
@@ -49,15 +46,12 @@ async fn watched_uppercase() -> Watched {
     config.plugins.push(p);
     let config_path = dir.path().join("wasmgate.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config).await;
     gw.watch(config_path).unwrap();
     Watched {
         server,
         dir,
         wasm,
-        shutdown,
         gw,
     }
 }
@@ -68,7 +62,6 @@ async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
         server,
         dir: _dir,
         wasm,
-        shutdown,
         gw,
     } = watched_uppercase().await;
     let nc = client(&server).await;
@@ -109,8 +102,7 @@ async fn replacing_the_wasm_under_load_swaps_without_losing_a_message() {
     assert_eq!(status.plugins[0].version, 2);
     assert_eq!(status.config_reloads, 1);
     assert_eq!(status.bindings[0].handled, sent as u64);
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +111,6 @@ async fn a_bad_new_version_is_refused_and_the_old_one_keeps_running() {
         server,
         dir: _dir,
         wasm,
-        shutdown,
         gw,
     } = watched_uppercase().await;
     let nc = client(&server).await;
@@ -150,8 +141,7 @@ async fn a_bad_new_version_is_refused_and_the_old_one_keeps_running() {
     .await
     .unwrap();
     assert_eq!(ask(&nc, "in.3".into(), "abc").await, "abc");
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,11 +156,7 @@ async fn a_config_reload_adds_changes_and_removes_plugins_and_bindings() {
     config.plugins.push(plugin("gone", "echo", &["g.>"], &[]));
     let config_path = dir.path().join("wasmgate.toml");
 
-    let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config.clone(), shutdown.clone())
-        .await
-        .unwrap();
-    gw.ready(WAIT).await.unwrap();
+    let gw = Running::start(config.clone()).await;
     let nc = client(&server).await;
     assert_eq!(ask(&nc, "a.1".into(), "abc").await, "ABC");
     assert_eq!(ask(&nc, "g.1".into(), "abc").await, "abc");
@@ -204,6 +190,5 @@ async fn a_config_reload_adds_changes_and_removes_plugins_and_bindings() {
     assert!(format!("{err:#}").contains("nats.servers"), "{err:#}");
     assert!(gw.status().last_reload_error.is_some());
     assert_eq!(ask(&nc, "b.2".into(), "still").await, "still");
-    shutdown.cancel();
-    gw.wait().await.unwrap();
+    gw.stop().await;
 }

@@ -217,6 +217,7 @@ async fn a_memory_bomb_traps_at_the_memory_limit() {
             "{payload}: stopped by the memory limit: {}",
             text(&reply)
         );
+        assert_one_line_reason(&reply);
     }
     // The bomb's instance was discarded: a fresh one has room for 3/4 of the limit.
     let (reply, _) = f.ask("f.x", &format!("alloc:{}", MEMORY_MIB * 3 / 4)).await;
@@ -243,6 +244,7 @@ async fn stack_overflows_trap() {
             text(&reply)
         );
         assert!(text(&reply).contains(reason), "{payload}: {}", text(&reply));
+        assert_one_line_reason(&reply);
         let (reply, _) = f.ask("f.x", "after the overflow").await;
         assert_ok(&reply, "after the overflow");
     }
@@ -352,4 +354,14 @@ async fn oversized_output_is_refused_before_it_reaches_the_server() {
         1
     );
     f.finish().await;
+}
+
+/// A requester gets the trap's cause, not wasmtime's backtrace (code
+/// offsets of the plugin's build, one line per frame).
+fn assert_one_line_reason(reply: &async_nats::Message) {
+    let reason = text(reply);
+    assert!(
+        !reason.contains('\n') && !reason.contains("backtrace"),
+        "{reason}"
+    );
 }

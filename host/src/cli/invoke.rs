@@ -201,8 +201,7 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
             exit::TIMEOUT
         }
         Err(e) => {
-            tracing::debug!(error = %e, "handler trapped");
-            let _ = writeln!(out, "result: trap: {}", trap_summary(&e.to_string()));
+            let _ = writeln!(out, "result: trap: {e}");
             exit::TRAP
         }
     };
@@ -254,28 +253,6 @@ pub fn describe_payload(bytes: &[u8]) -> String {
     }
 }
 
-/// A trap without wasmtime's backtrace, whose code offsets change with every
-/// build of the plugin (`RUST_LOG=wasmgate=debug` shows it all):
-/// `handler trapped: error while executing at wasm backtrace:\n  0: 0x70fe - m!f\n ... : wasm trap: ...`
-/// becomes `handler trapped: wasm trap: ...`.
-fn trap_summary(text: &str) -> String {
-    const MARK: &str = "error while executing at wasm backtrace:";
-    let Some(at) = text.find(MARK) else {
-        return text.lines().next().unwrap_or(text).to_string();
-    };
-    let head = &text[..at];
-    let last = text.lines().last().unwrap_or_default();
-    // The last frame, `  11: 0x2e44 - module!function: <cause>`, carries the cause.
-    let cause = last
-        .split_once(" - ")
-        .and_then(|(_, frame)| frame.split_once(": "))
-        .map(|(_, cause)| cause);
-    match cause {
-        Some(cause) => format!("{head}{cause}"),
-        None => format!("{head}{}", MARK.trim_end_matches(':')),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,21 +263,6 @@ mod tests {
         assert_eq!(describe_payload(b"a\nb"), "(3 bytes): \"a\\nb\"");
         assert_eq!(describe_payload(&[0xff, 0]), "(2 bytes): hex ff00");
         assert_eq!(describe_payload(b"x"), "(1 byte): \"x\"");
-    }
-
-    #[test]
-    fn traps_lose_their_backtrace() {
-        let text = "handler trapped: error while executing at wasm backtrace:\n    \
-                    0:   0x70fe - <unknown>!<wasm function 128>\n   \
-                    11:   0x2e44 - <unknown>!<wasm function 45>: wasm trap: wasm `unreachable` instruction executed";
-        assert_eq!(
-            trap_summary(text),
-            "handler trapped: wasm trap: wasm `unreachable` instruction executed"
-        );
-        assert_eq!(
-            trap_summary("handler trapped: boom\nmore"),
-            "handler trapped: boom"
-        );
     }
 
     #[test]

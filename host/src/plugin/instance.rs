@@ -216,7 +216,51 @@ impl Instance {
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             CallError::Timeout(self.plugin.timeout)
         } else {
-            CallError::Trap(format!("{e:#}"))
+            let full = format!("{e:#}");
+            // The backtrace is for whoever debugs the plugin, not for the
+            // requester that gets this reason in its error reply.
+            tracing::debug!(plugin = self.plugin.name(), trap = %full, "handler trapped");
+            CallError::Trap(trap_summary(&full))
         }
+    }
+}
+
+/// A trap without wasmtime's backtrace: one line for logs, error replies and
+/// `wasmgate invoke`, without code offsets that change with every build of
+/// the plugin (`RUST_LOG=wasmgate=debug` logs it all).
+/// `error while executing at wasm backtrace:\n  0: 0x70fe - m!f\n ... : wasm trap: ...`
+/// becomes `wasm trap: ...`.
+fn trap_summary(text: &str) -> String {
+    const MARK: &str = "error while executing at wasm backtrace:";
+    let Some(at) = text.find(MARK) else {
+        return text.lines().next().unwrap_or(text).to_string();
+    };
+    let head = &text[..at];
+    let last = text.lines().last().unwrap_or_default();
+    // The last frame, `  11: 0x2e44 - module!function: <cause>`, carries the cause.
+    let cause = last
+        .split_once(" - ")
+        .and_then(|(_, frame)| frame.split_once(": "))
+        .map(|(_, cause)| cause);
+    match cause {
+        Some(cause) => format!("{head}{cause}"),
+        None => format!("{head}{}", MARK.trim_end_matches(':')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traps_lose_their_backtrace() {
+        let text = "error while executing at wasm backtrace:\n    \
+                    0:   0x70fe - <unknown>!<wasm function 128>\n   \
+                    11:   0x2e44 - <unknown>!<wasm function 45>: wasm trap: wasm `unreachable` instruction executed";
+        assert_eq!(
+            trap_summary(text),
+            "wasm trap: wasm `unreachable` instruction executed"
+        );
+        assert_eq!(trap_summary("boom\nmore"), "boom");
     }
 }

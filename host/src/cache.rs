@@ -7,8 +7,13 @@
 //! flags, tunables, wasm features and the full wasmtime version) plus the
 //! wasmtime major version and this cache's format version. Entries of one
 //! engine share a folder, `<cache_dir>/wasmtime-<major>-<engine hash>/`, so
-//! folders of old engines can simply be deleted; nothing is evicted
-//! automatically.
+//! folders of old engines can simply be deleted.
+//!
+//! The engine's folder is kept under `runtime.cache_max_size`: after each
+//! write, the least recently used entries (by modification time, which a hit
+//! refreshes) are removed until the rest fit. The entry just written always
+//! stays, even alone over the limit. Other engines' folders are left alone:
+//! another gateway version may share the root.
 //!
 //! `Component::deserialize` checks only that an artifact suits the engine, not
 //! that it is the artifact of this `.wasm`, and it runs the machine code inside.
@@ -26,6 +31,7 @@ use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -69,6 +75,8 @@ pub struct CacheStats {
     pub misses: u64,
     pub rejected: u64,
     pub write_errors: u64,
+    /// Entries removed to stay under the size limit.
+    pub evicted: u64,
 }
 
 /// The cache folder of one engine.
@@ -76,10 +84,13 @@ pub struct CacheStats {
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: [u8; 32],
+    /// Bytes this engine's entries may take; 0 = no limit.
+    max_size: u64,
     hits: AtomicU64,
     misses: AtomicU64,
     rejected: AtomicU64,
     write_errors: AtomicU64,
+    evicted: AtomicU64,
 }
 
 /// Feeds `Hash` output into SHA-256, so the engine key is stable across
@@ -101,8 +112,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl CompileCache {
-    /// Open (and create) the folder for `engine`'s entries under `root`.
-    pub fn open(root: &Path, engine: &Engine) -> std::io::Result<CompileCache> {
+    /// Open (and create) the folder for `engine`'s entries under `root`,
+    /// kept under `max_size` bytes (0 = no limit).
+    pub fn open(root: &Path, engine: &Engine, max_size: u64) -> std::io::Result<CompileCache> {
         let major = ModuleVersionStrategy::WasmtimeVersion.as_str().to_string();
         let mut hasher = Sha256Hasher(Sha256::new());
         hasher.write(FORMAT.as_bytes());
@@ -118,10 +130,12 @@ impl CompileCache {
         Ok(CompileCache {
             dir,
             engine_key,
+            max_size,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -141,6 +155,7 @@ impl CompileCache {
             misses: self.misses.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -172,6 +187,11 @@ impl CompileCache {
             Ok(entry) => match self.decode(engine, &key, &entry) {
                 Ok(component) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
+                    // Recently used: the last to be evicted.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(SystemTime::now()));
                     return Ok((component, CacheOutcome::Hit));
                 }
                 Err(reason) => {
@@ -198,6 +218,8 @@ impl CompileCache {
                 if let Err(e) = self.write(&path, &key, &artifact) {
                     self.write_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
+                } else {
+                    self.evict(&path);
                 }
             }
             Err(e) => {
@@ -238,6 +260,59 @@ impl CompileCache {
         // and the folder is private to the gateway's user.
         unsafe { Component::deserialize(engine, artifact) }
             .map_err(|e| format!("refused by wasmtime: {e:#}"))
+    }
+
+    /// Remove the least recently used entries until this engine's folder
+    /// fits `max_size`, keeping `keep` (the entry just written). Trouble
+    /// reading the folder or removing a file is logged, never fatal.
+    fn evict(&self, keep: &Path) {
+        if self.max_size == 0 {
+            return;
+        }
+        let read = match std::fs::read_dir(&self.dir) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the compile cache");
+                return;
+            }
+        };
+        let mut entries: Vec<(SystemTime, u64, PathBuf)> = read
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".cwasm") && !name.starts_with(".tmp-")
+            })
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        if total <= self.max_size {
+            return;
+        }
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_size {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= len;
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(path = %path.display(), bytes = len, "compile cache over its size limit: evicted the least recently used entry");
+                }
+                // Another gateway sharing the folder may have removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => total -= len,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot evict compile cache entry")
+                }
+            }
+        }
     }
 
     /// Write an entry atomically: temp file, sync, rename.
@@ -281,7 +356,7 @@ mod tests {
     fn miss_then_hit_then_corrupt_is_rejected_and_rewritten() {
         let root = tempfile::tempdir().unwrap();
         let engine = engine();
-        let cache = CompileCache::open(root.path(), &engine).unwrap();
+        let cache = CompileCache::open(root.path(), &engine, 0).unwrap();
         let wasm = EMPTY_COMPONENT;
         let (_, first) = cache
             .load_or_compile(&engine, wasm, || compile(&engine, wasm))
@@ -316,7 +391,8 @@ mod tests {
                 hits: 2,
                 misses: 1,
                 rejected: 1,
-                write_errors: 0
+                write_errors: 0,
+                evicted: 0,
             }
         );
         // Only the entry is left: no temporary files.
@@ -328,7 +404,7 @@ mod tests {
     fn truncated_and_foreign_entries_are_rejected() {
         let root = tempfile::tempdir().unwrap();
         let engine = engine();
-        let cache = CompileCache::open(root.path(), &engine).unwrap();
+        let cache = CompileCache::open(root.path(), &engine, 0).unwrap();
         let wasm = EMPTY_COMPONENT;
         cache
             .load_or_compile(&engine, wasm, || compile(&engine, wasm))
@@ -356,13 +432,79 @@ mod tests {
     #[test]
     fn engines_with_other_settings_use_other_folders() {
         let root = tempfile::tempdir().unwrap();
-        let a = CompileCache::open(root.path(), &engine()).unwrap();
+        let a = CompileCache::open(root.path(), &engine(), 0).unwrap();
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let b = CompileCache::open(root.path(), &Engine::new(&config).unwrap()).unwrap();
+        let b = CompileCache::open(root.path(), &Engine::new(&config).unwrap(), 0).unwrap();
         assert_ne!(a.dir(), b.dir());
-        let again = CompileCache::open(root.path(), &engine()).unwrap();
+        let again = CompileCache::open(root.path(), &engine(), 0).unwrap();
         assert_eq!(a.dir(), again.dir(), "the key is stable");
+    }
+
+    /// The empty component with a custom section named `name`: another
+    /// `.wasm`, so another entry, of about the same size.
+    fn named_component(name: &str) -> Vec<u8> {
+        let mut wasm = EMPTY_COMPONENT.to_vec();
+        wasm.extend_from_slice(&[0, name.len() as u8 + 1, name.len() as u8]);
+        wasm.extend_from_slice(name.as_bytes());
+        wasm
+    }
+
+    #[test]
+    fn over_the_size_limit_the_least_recently_used_entries_go() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let [a, b, c] = ["a", "b", "c"].map(named_component);
+        let load = |cache: &CompileCache, wasm: &[u8]| {
+            cache
+                .load_or_compile(&engine, wasm, || compile(&engine, wasm))
+                .unwrap()
+                .1
+        };
+        // Measure one entry, then allow two and a half.
+        let probe = CompileCache::open(root.path(), &engine, 0).unwrap();
+        assert_eq!(load(&probe, &a), CacheOutcome::Miss);
+        let one = std::fs::metadata(probe.entry_path(&a)).unwrap().len();
+        let cache = CompileCache::open(root.path(), &engine, one * 5 / 2).unwrap();
+        assert_eq!(load(&cache, &b), CacheOutcome::Miss);
+        // Make the order certain: `a` written long ago, `b` a little later,
+        // and then `a` used again (a hit refreshes it), so `b` is the
+        // least recently used.
+        let ago = |secs| SystemTime::now() - std::time::Duration::from_secs(secs);
+        let touch = |wasm: &[u8], at| {
+            std::fs::File::options()
+                .write(true)
+                .open(cache.entry_path(wasm))
+                .unwrap()
+                .set_modified(at)
+                .unwrap()
+        };
+        touch(&a, ago(600));
+        touch(&b, ago(300));
+        assert_eq!(load(&cache, &a), CacheOutcome::Hit);
+        assert_eq!(cache.stats().evicted, 0, "two entries fit");
+
+        assert_eq!(load(&cache, &c), CacheOutcome::Miss);
+        assert_eq!(cache.stats().evicted, 1);
+        assert!(
+            !cache.entry_path(&b).exists(),
+            "b was the least recently used"
+        );
+        assert!(cache.entry_path(&a).exists() && cache.entry_path(&c).exists());
+        assert_eq!(
+            load(&cache, &b),
+            CacheOutcome::Miss,
+            "an evicted entry is compiled again"
+        );
+
+        // The entry just written stays even when it alone is over the limit.
+        let tiny = CompileCache::open(root.path(), &engine, 1).unwrap();
+        assert_eq!(load(&tiny, &a), CacheOutcome::Hit);
+        let d = named_component("d");
+        assert_eq!(load(&tiny, &d), CacheOutcome::Miss);
+        let left: Vec<_> = std::fs::read_dir(tiny.dir()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+        assert!(tiny.entry_path(&d).exists());
     }
 }

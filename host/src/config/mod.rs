@@ -198,6 +198,10 @@ pub struct RuntimeConfig {
     /// Folder for compiled components, so that a restart does not compile
     /// them again; an empty path turns the cache off.
     pub cache_dir: PathBuf,
+    /// Most space the compiled components of this wasmtime build may take
+    /// in `cache_dir`; the least recently used go first. `0` = no limit.
+    #[serde(deserialize_with = "size")]
+    pub cache_max_size: ByteSize,
 }
 
 impl Default for RuntimeConfig {
@@ -208,6 +212,7 @@ impl Default for RuntimeConfig {
             overload: Overload::Wait,
             admission_wait: Duration::from_millis(100),
             cache_dir: default_cache_dir(),
+            cache_max_size: ByteSize::gib(1),
         }
     }
 }

@@ -142,14 +142,15 @@ impl Runtime {
     pub fn from_config(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
         let mut runtime = Runtime::new(config.epoch_tick)?;
         if let Some(dir) = config.cache_dir() {
-            runtime.use_cache_dir(dir);
+            runtime.use_cache_dir(dir, config.cache_max_size.as_u64());
         }
         Ok(runtime)
     }
 
-    /// Cache compiled components under `dir` (see [`crate::cache`]).
-    pub fn use_cache_dir(&mut self, dir: &Path) {
-        match CompileCache::open(dir, &self.engine) {
+    /// Cache compiled components under `dir`, in at most `max_size` bytes
+    /// (0 = no limit; see [`crate::cache`]).
+    pub fn use_cache_dir(&mut self, dir: &Path, max_size: u64) {
+        match CompileCache::open(dir, &self.engine, max_size) {
             Ok(cache) => {
                 tracing::debug!(dir = %cache.dir().display(), "compile cache");
                 self.cache = Some(Arc::new(cache));

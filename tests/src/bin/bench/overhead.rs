@@ -273,7 +273,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
 fn languages(p: &Params) -> anyhow::Result<Value> {
     let mut runtime = Runtime::new(Duration::from_millis(10))?;
     let cache = tempfile::tempdir()?;
-    runtime.use_cache_dir(cache.path());
+    runtime.use_cache_dir(cache.path(), 0);
     let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
     let load = |name: &str, path: std::path::PathBuf| -> anyhow::Result<Arc<Plugin>> {
         let cfg = plugin_from(name, path, &["in.>"], &[("prefix", "out")]);

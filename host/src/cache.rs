@@ -69,7 +69,7 @@ impl CacheOutcome {
 }
 
 /// Counts since the cache was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,

@@ -57,11 +57,13 @@ impl Gateway {
         let runtime =
             Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
+        let cache = runtime.cache_handle();
         let (catalog, set) = Catalog::load(runtime, max_payload.clone(), config.clone())?;
         let status = StatusHub::new(
             &set.specs,
             set.bindings.iter().map(|b| b.counters.clone()).collect(),
-        );
+        )
+        .with_compile_cache(cache);
         status.set_plugins(catalog.slots());
         let bindings = set.bindings;
 

@@ -150,6 +150,9 @@ pub struct Status {
     pub last_reload_error: Option<String>,
     /// Each plugin and the version of it that runs (1 at start, +1 per swap).
     pub plugins: Vec<PluginStatus>,
+    /// Compile cache counts since start; absent when the cache is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<crate::cache::CacheStats>,
     pub bindings: Vec<BindingStatus>,
 }
 
@@ -238,6 +241,7 @@ pub struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
     counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,
     plugins: Arc<RwLock<Vec<Arc<crate::plugin::PluginSlot>>>>,
+    cache: Option<Arc<crate::cache::CompileCache>>,
 }
 
 impl StatusHub {
@@ -257,6 +261,7 @@ impl StatusHub {
             config_reloads: 0,
             last_reload_error: None,
             plugins: Vec::new(),
+            compile_cache: None,
             bindings: binding_statuses(bindings),
         };
         let (tx, _) = watch::channel(status);
@@ -264,7 +269,14 @@ impl StatusHub {
             tx: Arc::new(tx),
             counters: Arc::new(RwLock::new(counters)),
             plugins: Arc::default(),
+            cache: None,
         }
+    }
+
+    /// Show this compile cache's counts in every snapshot.
+    pub fn with_compile_cache(mut self, cache: Option<Arc<crate::cache::CompileCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// The plugins the status shows (at start and after a reload).
@@ -306,6 +318,7 @@ impl StatusHub {
     pub fn snapshot(&self) -> Status {
         let mut status = self.tx.borrow().clone();
         status.plugins = self.plugin_statuses();
+        status.compile_cache = self.cache.as_ref().map(|c| c.stats());
         let counters = self.counters.read().expect("status counters lock");
         for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
             b.handled = c.handled.load(Ordering::Relaxed);

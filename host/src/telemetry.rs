@@ -220,6 +220,31 @@ impl Collector for StatusCollector {
                 s.bindings.iter().map(|b| (binding(b), value(b))).collect();
             counter(&mut e, name, help, &values)?;
         }
+        if let Some(c) = &s.compile_cache {
+            let outcome = |name: &str| vec![("outcome".to_string(), name.to_string())];
+            counter(
+                &mut e,
+                "wasmgate_compile_cache_loads",
+                "Plugin loads by compile cache outcome (hit: not compiled)",
+                &[
+                    (outcome("hit"), c.hits),
+                    (outcome("miss"), c.misses),
+                    (outcome("rejected"), c.rejected),
+                ],
+            )?;
+            counter(
+                &mut e,
+                "wasmgate_compile_cache_evictions",
+                "Compile cache entries removed to stay under runtime.cache_max_size",
+                &[(Vec::new(), c.evicted)],
+            )?;
+            counter(
+                &mut e,
+                "wasmgate_compile_cache_write_errors",
+                "Compiled components that could not be written to the cache",
+                &[(Vec::new(), c.write_errors)],
+            )?;
+        }
         Ok(())
     }
 }

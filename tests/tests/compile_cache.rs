@@ -168,6 +168,36 @@ async fn a_restarted_gateway_hits_the_cache() {
             .expect("output arrives")
             .unwrap();
         assert_eq!(msg.payload.as_ref(), b"CACHED");
+
+        // Operators see the cache at work in /status and /metrics.
+        let (hit, miss) = match expected {
+            CacheOutcome::Hit => (1, 0),
+            _ => (0, 1),
+        };
+        let addr = gw.http_addr().unwrap();
+        let (_, status) = http_get(addr, "/status").await;
+        let counts = &status["compile_cache"];
+        assert_eq!(
+            (&counts["hits"], &counts["misses"]),
+            (&hit.into(), &miss.into()),
+            "{status}"
+        );
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            format!("wasmgate_compile_cache_loads_total{{outcome=\"hit\"}} {hit}"),
+            format!("wasmgate_compile_cache_loads_total{{outcome=\"miss\"}} {miss}"),
+            "wasmgate_compile_cache_evictions_total 0".to_string(),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "missing {line:?} in:\n{metrics}"
+            );
+        }
         shutdown.cancel();
         gw.wait().await.unwrap();
     }

@@ -167,6 +167,12 @@ impl Runtime {
         self.cache.as_deref()
     }
 
+    /// A handle on the compile cache that outlives this runtime's borrow
+    /// (for the status, which reads its counts at each snapshot).
+    pub fn cache_handle(&self) -> Option<Arc<CompileCache>> {
+        self.cache.clone()
+    }
+
     /// Compile a component, or load it from the cache.
     pub fn compile(&self, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         match &self.cache {

@@ -330,6 +330,24 @@ impl std::ops::Deref for Running {
     }
 }
 
+/// Scrape `GET /metrics` and check that each of `lines` is there exactly
+/// (one whole line of the Prometheus text); panics listing the text if not.
+pub async fn assert_metrics<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) {
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    for line in lines {
+        let line = line.as_ref();
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
+}
+
 /// A plain client for the test's own publishing and subscribing.
 pub async fn client(server: &NatsServer) -> async_nats::Client {
     async_nats::ConnectOptions::new()

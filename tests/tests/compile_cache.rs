@@ -182,22 +182,15 @@ async fn a_restarted_gateway_hits_the_cache() {
             (&hit.into(), &miss.into()),
             "{status}"
         );
-        let metrics = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        for line in [
-            format!("wasmgate_compile_cache_loads_total{{outcome=\"hit\"}} {hit}"),
-            format!("wasmgate_compile_cache_loads_total{{outcome=\"miss\"}} {miss}"),
-            "wasmgate_compile_cache_evictions_total 0".to_string(),
-        ] {
-            assert!(
-                metrics.lines().any(|l| l == line),
-                "missing {line:?} in:\n{metrics}"
-            );
-        }
+        assert_metrics(
+            addr,
+            &[
+                format!("wasmgate_compile_cache_loads_total{{outcome=\"hit\"}} {hit}"),
+                format!("wasmgate_compile_cache_loads_total{{outcome=\"miss\"}} {miss}"),
+                "wasmgate_compile_cache_evictions_total 0".to_string(),
+            ],
+        )
+        .await;
         shutdown.cancel();
         gw.wait().await.unwrap();
     }

@@ -58,24 +58,17 @@ async fn message_is_handled_and_output_arrives() {
     assert_eq!(binding["handled"], 2);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "wasmgate_ready 1",
-        "wasmgate_connection_state{state=\"connected\"} 1",
-        "wasmgate_messages_total{plugin=\"upper\",subject=\"in.>\",outcome=\"handled\"} 2",
-        "wasmgate_reconnects_total 0",
-        "wasmgate_plugin_version{plugin=\"upper\"} 1",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in:\n{metrics}"
-        );
-    }
+    assert_metrics(
+        addr,
+        &[
+            "wasmgate_ready 1",
+            "wasmgate_connection_state{state=\"connected\"} 1",
+            "wasmgate_messages_total{plugin=\"upper\",subject=\"in.>\",outcome=\"handled\"} 2",
+            "wasmgate_reconnects_total 0",
+            "wasmgate_plugin_version{plugin=\"upper\"} 1",
+        ],
+    )
+    .await;
 
     gw.stop().await;
 }

@@ -63,21 +63,40 @@ impl Backoff {
 }
 
 /// The application-level reconnect loop gave up.
-#[derive(Debug, thiserror::Error)]
-#[error("gave up after {attempts} attempts; last error: {last_error}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exhausted {
     pub attempts: u32,
     pub last_error: String,
+    /// It stopped early: the last error was one that retrying cannot mend.
+    pub permanent: bool,
 }
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.permanent {
+            f.write_str(&self.last_error)
+        } else {
+            write!(
+                f,
+                "gave up after {} attempts; last error: {}",
+                self.attempts, self.last_error
+            )
+        }
+    }
+}
+
+impl std::error::Error for Exhausted {}
 
 /// Call `attempt_fn` until it succeeds: the first try at once, then after
 /// `backoff.delay(n)` following failure `n`. With `max_attempts > 0`, gives up
-/// after that many failures. `on_failure(n, error)` is told of every failure
+/// after that many failures; it gives up at once on an error `permanent`
+/// says retrying cannot mend. `on_failure(n, error)` is told of every failure
 /// before the wait (the supervisor publishes it in the status).
 pub async fn retry<T, E, F, Fut>(
     backoff: &Backoff,
     max_attempts: u32,
     mut attempt_fn: F,
+    permanent: impl Fn(&E) -> bool,
     mut on_failure: impl FnMut(u32, &E, Duration),
 ) -> Result<T, Exhausted>
 where
@@ -90,10 +109,12 @@ where
         match attempt_fn(attempt).await {
             Ok(value) => return Ok(value),
             Err(error) => {
-                if max_attempts > 0 && attempt >= max_attempts {
+                let permanent = permanent(&error);
+                if permanent || (max_attempts > 0 && attempt >= max_attempts) {
                     return Err(Exhausted {
                         attempts: attempt,
                         last_error: error.to_string(),
+                        permanent,
                     });
                 }
                 let wait = backoff.delay(attempt);
@@ -219,6 +240,7 @@ mod tests {
                     }
                 }
             },
+            |_| false,
             |_, _: &String, _| {},
         )
         .await
@@ -243,6 +265,7 @@ mod tests {
             &b,
             4,
             |n| async move { Err::<(), _>(format!("refused {n}")) },
+            |_| false,
             |n, e: &String, wait| failures.push((n, e.clone(), wait)),
         )
         .await
@@ -265,9 +288,43 @@ mod tests {
             &b,
             10,
             |_| async { Err::<(), _>("down") },
+            |_| false,
             |_, _: &&str, wait| waits.push(wait.as_millis()),
         )
         .await;
         assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_a_permanent_error() {
+        let b = policy(0.0);
+        let start = Instant::now();
+        let mut failures = 0;
+        let err = retry(
+            &b,
+            30,
+            |n| async move {
+                Err::<(), _>(if n < 3 {
+                    "connection refused".to_string()
+                } else {
+                    "authorization violation".to_string()
+                })
+            },
+            |e: &String| e.starts_with("authorization"),
+            |_, _: &String, _| failures += 1,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Exhausted {
+                attempts: 3,
+                last_error: "authorization violation".into(),
+                permanent: true
+            }
+        );
+        assert_eq!(err.to_string(), "authorization violation", "said once");
+        assert_eq!(failures, 2, "transient failures were retried");
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
     }
 }

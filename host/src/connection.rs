@@ -14,7 +14,7 @@ use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, NatsConfig};
 use crate::status::StatusHub;
 
 /// A client event, as the supervisor sees it.
@@ -28,6 +28,9 @@ pub enum ClientEvent {
     GaveUp(String),
     SlowConsumer(u64),
     ServerError(String),
+    /// A reconnect attempt was refused: the server does not accept our
+    /// credentials (any more).
+    AuthRefused,
     LameDuck,
     Other(String),
 }
@@ -43,12 +46,44 @@ pub fn client_delay(backoff: &Backoff, attempt: usize) -> Duration {
     }
 }
 
+/// Why one connect failed, in one line that names the setting at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectFailure {
+    /// Retrying cannot help (the server refused the credentials, TLS cannot
+    /// be set up or does not verify); the supervisor stops instead of
+    /// burning attempts.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl ConnectFailure {
+    fn permanent(message: String) -> ConnectFailure {
+        ConnectFailure {
+            permanent: true,
+            message,
+        }
+    }
+}
+
+/// Whether an error (anywhere in an anyhow chain) is a permanent connect failure.
+pub fn is_permanent(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<ConnectFailure>().is_some_and(|f| f.permanent))
+}
+
+fn is_auth_kind(text: &str) -> bool {
+    text == async_nats::ConnectErrorKind::AuthorizationViolation.to_string()
+        || text == async_nats::ConnectErrorKind::Authentication.to_string()
+}
+
 /// Connect once (each configured server tried once), returning the client
 /// and its event stream.
 pub async fn connect(
     config: &Config,
     status: &StatusHub,
-) -> anyhow::Result<(Client, mpsc::UnboundedReceiver<ClientEvent>)> {
+) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ConnectFailure> {
     let n = &config.nats;
     let r = &config.reconnect;
     let backoff = Backoff::from_config(r);
@@ -88,6 +123,13 @@ pub async fn connect(
                     Event::ClientError(async_nats::ClientError::MaxReconnects) => {
                         ClientEvent::Exhausted
                     }
+                    // The connector reports a failed reconnect attempt by its
+                    // error kind's text only.
+                    Event::ClientError(async_nats::ClientError::Other(kind))
+                        if is_auth_kind(&kind) =>
+                    {
+                        ClientEvent::AuthRefused
+                    }
                     Event::SlowConsumer(sid) => ClientEvent::SlowConsumer(sid),
                     Event::ServerError(e) => ClientEvent::ServerError(e.to_string()),
                     Event::LameDuckMode => ClientEvent::LameDuck,
@@ -99,19 +141,22 @@ pub async fn connect(
 
     let a = &n.auth;
     if let Some(path) = &a.creds_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| anyhow::anyhow!("nats.auth.creds_file {}: {e}", path.display()))?;
+        options = options.credentials_file(path).await.map_err(|e| {
+            ConnectFailure::permanent(format!(
+                "nats.auth.creds_file {}: {}",
+                path.display(),
+                crate::errors::chain(&e)
+            ))
+        })?;
     }
     if let Some(seed) = &a.nkey_seed {
-        options = options.nkey(seed.clone());
+        options = options.nkey(seed.expose().to_string());
     }
     if let Some(token) = &a.token {
-        options = options.token(token.clone());
+        options = options.token(token.expose().to_string());
     }
     if let (Some(user), Some(password)) = (&a.user, &a.password) {
-        options = options.user_and_password(user.clone(), password.clone());
+        options = options.user_and_password(user.clone(), password.expose().to_string());
     }
     let t = &n.tls;
     if t.required {
@@ -124,12 +169,148 @@ pub async fn connect(
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
 
+    // URL credentials were moved into `[nats.auth]` before this (by
+    // `Config::load` and `Gateway::start`): the client logs addresses.
     let servers: Vec<async_nats::ServerAddr> = n
         .servers
         .iter()
-        .map(|s| s.parse())
+        .map(|s| {
+            s.parse().map_err(|e: std::io::Error| {
+                let shown = crate::config::secrets::redact_url(s);
+                ConnectFailure::permanent(format!("nats.servers: {shown:?}: {e}"))
+            })
+        })
         .collect::<Result<_, _>>()?;
-    let client = options.connect(servers).await?;
+    let client = options
+        .connect(servers)
+        .await
+        .map_err(|e| describe(&e, n))?;
     connected_once.store(true, Ordering::Relaxed);
     Ok((client, rx))
+}
+
+/// Turn async-nats's error into one line, permanent when retrying cannot help.
+fn describe(e: &async_nats::ConnectError, n: &NatsConfig) -> ConnectFailure {
+    use async_nats::ConnectErrorKind as Kind;
+    match e.kind() {
+        Kind::AuthorizationViolation => ConnectFailure::permanent(refused(n)),
+        Kind::Authentication => ConnectFailure::permanent(format!(
+            "authentication failed: could not sign the server's challenge with {}",
+            credentials(n)
+        )),
+        Kind::Tls => ConnectFailure::permanent(format!(
+            "TLS setup failed: {} ({})",
+            crate::errors::chain(e),
+            tls_settings(n)
+        )),
+        _ => match rustls_error(e) {
+            Some(tls) => ConnectFailure::permanent(format!(
+                "TLS handshake failed: {tls} ({})",
+                tls_hint(tls, n)
+            )),
+            None => ConnectFailure {
+                permanent: false,
+                message: crate::errors::chain(e),
+            },
+        },
+    }
+}
+
+/// What a refused reconnect means, in the same words as a refused connect.
+pub fn refused(n: &NatsConfig) -> String {
+    format!("authorization violation: the server refused {}", credentials(n))
+}
+
+/// The credentials `n` presents, named by their keys (never their values).
+fn credentials(n: &NatsConfig) -> String {
+    let a = &n.auth;
+    if let Some(path) = &a.creds_file {
+        let mut s = format!("the user JWT in nats.auth.creds_file {}", path.display());
+        if let Some(expired) = crate::errors::creds_expiry(path) {
+            s.push_str(&format!(" (it expired {expired})"));
+        }
+        s
+    } else if let Some(seed) = &a.nkey_seed {
+        match nkeys::KeyPair::from_seed(seed.expose()) {
+            Ok(kp) => format!("nats.auth.nkey_seed (public key {})", kp.public_key()),
+            Err(_) => "nats.auth.nkey_seed".into(),
+        }
+    } else if a.token.is_some() {
+        "nats.auth.token".into()
+    } else if let Some(user) = &a.user {
+        format!("nats.auth.user {user:?} with nats.auth.password")
+    } else {
+        "a connection without credentials (nats.auth is empty)".into()
+    }
+}
+
+fn tls_settings(n: &NatsConfig) -> String {
+    let t = &n.tls;
+    let mut parts = Vec::new();
+    if let Some(ca) = &t.ca {
+        parts.push(format!("nats.tls.ca {}", ca.display()));
+    }
+    if let Some(cert) = &t.cert {
+        parts.push(format!("nats.tls.cert {}", cert.display()));
+    }
+    if let Some(key) = &t.key {
+        parts.push(format!("nats.tls.key {}", key.display()));
+    }
+    if parts.is_empty() {
+        "nats.tls sets nothing: the system's root certificates were trusted".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The rustls error behind a failed handshake: async-nats passes it on as an
+/// I/O error.
+fn rustls_error(e: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(tls);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Which setting a handshake failure points at.
+fn tls_hint(e: &async_nats::rustls::Error, n: &NatsConfig) -> String {
+    use async_nats::rustls::{AlertDescription, CertificateError, Error};
+    let t = &n.tls;
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        | Error::InvalidCertificate(CertificateError::BadSignature) => match &t.ca {
+            Some(ca) => format!(
+                "the server's certificate is not signed by nats.tls.ca {}",
+                ca.display()
+            ),
+            None => "the server's certificate is not signed by a system root; set nats.tls.ca"
+                .into(),
+        },
+        Error::InvalidCertificate(_) => format!("the server's certificate; {}", tls_settings(n)),
+        Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::HandshakeFailure,
+        ) => match &t.cert {
+            None => "the server wants a client certificate: set nats.tls.cert and nats.tls.key"
+                .into(),
+            Some(cert) => format!(
+                "the server refused the client certificate nats.tls.cert {}",
+                cert.display()
+            ),
+        },
+        _ => tls_settings(n),
+    }
 }

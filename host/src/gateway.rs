@@ -52,8 +52,13 @@ impl Gateway {
     /// Load every plugin, bind the HTTP endpoints, then start the supervisor,
     /// which connects and binds in the background. Fails before touching the
     /// network when the config or a plugin is bad.
-    pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
+    pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
+        // A config built in code may still carry credentials in its URLs.
+        config.move_url_credentials("config")?;
         config.validate("config")?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let runtime =
             Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));

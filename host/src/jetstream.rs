@@ -239,7 +239,8 @@ impl JsSource {
                         self.index,
                         BindingState::Rebinding,
                         Some(format!(
-                            "{error}; re-attach attempt {attempt} failed: {e:#}"
+                            "{error}; re-attach attempt {attempt} failed: {}",
+                            crate::errors::anyhow_chain(&e)
                         )),
                     );
                     tokio::select! {

@@ -9,6 +9,8 @@
 //! - [`runtime`] and [`plugin`]: wasmtime, the WIT host interfaces, loading
 //!   and checking components, instances; [`cache`]: compiled components on
 //!   disk. [`dispatch`]: the per-message path.
+//! - [`grants`]: what a plugin may address (publish allow-lists, reserved
+//!   namespaces).
 //! - [`status`] and [`http`]: what operators and embedders see.
 //! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
 //! - [`cli`]: the `wasmgate` command line (`run`, `config`, `invoke`, `check`).
@@ -19,7 +21,9 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod errors;
 pub mod gateway;
+pub mod grants;
 pub mod health;
 pub mod http;
 pub mod jetstream;

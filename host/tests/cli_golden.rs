@@ -231,6 +231,17 @@ fn check_loads_every_plugin_in_every_language() {
 }
 
 #[test]
+fn check_warns_of_wide_and_reserved_grants() {
+    plugin_wasm("uppercase");
+    let got = check_case("check_grants", "tests/golden/cli/check_grants.toml");
+    assert_eq!(exit_code(&got), "0", "warnings do not fail the check");
+    let warnings: Vec<&str> = got.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{got}");
+    assert!(warnings[0].starts_with("plugin \"anywhere\": warning: publish_allow = \">\""));
+    assert!(warnings[1].starts_with("plugin \"settings-writer\": warning: publish_allow[1] \"$KV.settings.>\""));
+}
+
+#[test]
 fn check_reports_each_plugin_that_fails() {
     plugin_wasm("uppercase");
     let got = check_case(

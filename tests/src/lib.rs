@@ -11,7 +11,7 @@
 //! never skip.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use wasmgate::config::{BindingConfig, Config, PluginConfig};
 
+pub mod auth;
 pub mod plugins;
 pub use plugins::{plugin_wasm, polyglot_wasm, repo_root};
 
@@ -75,18 +76,37 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// Config file text (`server.conf` in the store), kept so that every
+    /// restart starts from the same file.
+    config: Option<String>,
 }
 
 impl NatsServer {
     /// Start a server with JetStream on a free loopback port.
     pub fn start() -> NatsServer {
+        Self::start_from(None)
+    }
+
+    /// [`start`](Self::start) with `conf` (auth, TLS: see [`auth`]) as its
+    /// config file. The command line's address, port and JetStream folder
+    /// override the file, so the harness still owns where the server listens.
+    pub fn start_with_config(conf: &str) -> NatsServer {
+        Self::start_from(Some(conf))
+    }
+
+    fn start_from(conf: Option<&str>) -> NatsServer {
         let mut last = String::new();
         for _ in 0..5 {
             let mut server = NatsServer {
                 port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream"),
                 child: None,
+                config: conf.map(str::to_string),
             };
+            if let Err(e) = server.write_config() {
+                last = e;
+                continue;
+            }
             match server.spawn() {
                 Ok(_) => return server,
                 Err(e) => last = e,
@@ -103,12 +123,44 @@ impl NatsServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The server's own temporary folder (JetStream store, log, config
+    /// file), removed with the server: a place for a test's cert or creds
+    /// files that should live exactly as long.
+    pub fn dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Rewrite the config file. The running process has read it already:
+    /// the new text takes effect at the next [`restart`](Self::restart)
+    /// (e.g. other credentials, to make the ones a client holds stale).
+    pub fn set_config(&mut self, conf: &str) {
+        self.config = Some(conf.to_string());
+        self.write_config().expect("write server.conf");
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.store.path().join("server.conf")
+    }
+
+    fn write_config(&self) -> Result<(), String> {
+        match &self.config {
+            Some(conf) => std::fs::write(self.config_path(), conf)
+                .map_err(|e| format!("write {}: {e}", self.config_path().display())),
+            None => Ok(()),
+        }
+    }
+
     /// Spawn the process and return the moment its port first accepted a
-    /// connection (polled every millisecond).
+    /// connection (polled every millisecond). With auth configured the port
+    /// still opens before any credentials are checked, so the poll holds.
     fn spawn(&mut self) -> Result<Instant, String> {
         let log = std::fs::File::create(self.store.path().join("server.log"))
             .map_err(|e| e.to_string())?;
-        let child = Command::new(nats_server_bin())
+        let mut command = Command::new(nats_server_bin());
+        if self.config.is_some() {
+            command.arg("-c").arg(self.config_path());
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

@@ -4,12 +4,14 @@
 //! ```text
 //! plugin "uppercase": examples/../plugins/target/wasm32-wasip2/release/uppercase.wasm: ok
 //! plugin "broken": examples/broken.wasm: file not found
+//! plugin "uppercase": warning: publish_allow = ">" lets it publish to any subject outside the reserved namespaces; list only the subjects it needs
 //! examples/app.toml: 1 of 2 plugins failed to load
 //! ```
 //!
 //! Loading checks that the file is a component, that it exports the
 //! `wasmgate:plugin/handler` interface of the world version this host
-//! supports, and that every import can be linked. Exit code 0 when all is
+//! supports, and that every import can be linked. Grants an operator should
+//! look at (an unrestricted `>`, a reserved namespace) get a warning line. Exit code 0 when all is
 //! well, 2 for a bad config (nothing is loaded), 3 when a plugin failed.
 
 use std::io::Write;
@@ -64,6 +66,9 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
                 let _ = writeln!(out, "{e}");
             }
         }
+    }
+    for warning in config.warnings() {
+        let _ = writeln!(out, "{warning}");
     }
     let plural = |n: usize| if n == 1 { "plugin" } else { "plugins" };
     let bindings: usize = config.plugins.iter().map(|p| p.bindings.len()).sum();

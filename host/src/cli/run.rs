@@ -24,8 +24,9 @@ pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
         match serve(config, path.to_path_buf(), watch, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("error: {e:#}");
+                let e = crate::errors::anyhow_chain(&e);
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
                 ExitCode::from(exit::FAILURE)
             }
         }

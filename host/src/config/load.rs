@@ -40,7 +40,8 @@ fn format_problems(problems: &[Problem]) -> String {
 }
 
 impl Config {
-    /// Read, parse and validate a config file. Relative plugin paths are made
+    /// Read, parse and validate a config file. `${NAME}` in `[nats.auth]` and
+    /// `[nats.tls]` is read from the environment; relative paths are made
     /// relative to the file's folder.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
@@ -50,6 +51,7 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse_unchecked(&text, &shown)?;
+        config.take_secrets(&shown)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let resolve = |p: &mut PathBuf| {
             if !p.as_os_str().is_empty() && p.is_relative() {
@@ -57,6 +59,13 @@ impl Config {
             }
         };
         resolve(&mut config.runtime.cache_dir);
+        let (auth, tls) = (&mut config.nats.auth, &mut config.nats.tls);
+        for path in [&mut auth.creds_file, &mut tls.ca, &mut tls.cert, &mut tls.key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path);
+        }
         for plugin in &mut config.plugins {
             resolve(&mut plugin.path);
             for preopen in &mut plugin.wasi.preopen {
@@ -70,9 +79,40 @@ impl Config {
     /// Parse and validate TOML text; `origin` names it in errors. Relative
     /// paths stay relative to the working directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config = Config::parse_unchecked(text, origin)?;
+        let mut config = Config::parse_unchecked(text, origin)?;
+        config.take_secrets(origin)?;
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Credentials moved out of server URLs into `[nats.auth]` (see
+    /// `secrets`); a no-op for a loaded config, whose URLs are clean.
+    pub fn move_url_credentials(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let problems = super::secrets::move_url_credentials(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// `${NAME}` references read from the environment, credentials moved out
+    /// of server URLs (see `secrets`).
+    fn take_secrets(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let mut problems = super::secrets::expand_env(self, &lookup);
+        problems.extend(super::secrets::move_url_credentials(self));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
+        }
     }
 
     fn parse_unchecked(text: &str, origin: &str) -> Result<Config, ConfigError> {

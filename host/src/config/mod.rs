@@ -19,6 +19,7 @@ pub use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 mod load;
+pub(crate) mod secrets;
 mod validate;
 
 pub use load::{ConfigError, Problem};
@@ -38,10 +39,13 @@ pub struct Config {
 }
 
 /// `[nats]`: where to connect and how to authenticate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows server URLs without credentials and every secret as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    /// Server URLs, tried in order (`nats://host:port`, `tls://host:port`).
+    /// Server URLs (`nats://host:port`, `tls://host:port`). Credentials
+    /// written into a URL are moved into `auth` when the config is loaded.
     pub servers: Vec<String>,
     /// Client name shown in the server's connection list.
     pub name: String,
@@ -68,23 +72,72 @@ impl Default for NatsConfig {
     }
 }
 
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| secrets::redact_url(s).into_owned())
+            .collect();
+        f.debug_struct("NatsConfig")
+            .field("servers", &servers)
+            .field("name", &self.name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 /// `[nats.auth]`: at most one of creds file, nkey seed, token, or user + password.
+/// Every string here may be `${NAME}`, read from the environment at load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creds_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub nkey_seed: Option<String>,
+    pub nkey_seed: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
-/// `[nats.tls]`: a CA to trust and an optional client certificate.
+/// A credential from the config: `Debug` and `Display` never show it; only
+/// [`Secret::expose`], at the one place that hands it to the client, does.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the NATS client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[nats.tls]`: a CA to trust and an optional client certificate. Paths may
+/// be `${NAME}`, read from the environment at load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {

@@ -60,6 +60,20 @@ impl Config {
         }
     }
 
+    /// What a valid config grants that an operator should look at: one line
+    /// per unrestricted or reserved-namespace grant, naming the plugin
+    /// (`wasmgate check` prints them, `run` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .flat_map(|plugin| {
+                crate::grants::warnings("publish_allow", &plugin.publish_allow)
+                    .into_iter()
+                    .map(move |w| format!("plugin {:?}: warning: {w}", plugin.name))
+            })
+            .collect()
+    }
+
     fn http_and_runtime(&self, p: &mut Problems) {
         let listen = &self.http.listen;
         if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
@@ -94,9 +108,10 @@ fn nats(n: &NatsConfig, p: &mut Problems) {
     }
     for (i, server) in n.servers.iter().enumerate() {
         if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+            let shown = super::secrets::redact_url(server);
             p.bad(
                 format!("nats.servers[{i}]"),
-                format!("{server:?} is not a server URL: {e}"),
+                format!("{shown:?} is not a server URL: {e}"),
             );
         }
     }
@@ -120,6 +135,48 @@ fn nats(n: &NatsConfig, p: &mut Problems) {
     }
     if n.tls.cert.is_some() != n.tls.key.is_some() {
         p.bad("nats.tls", "cert and key go together");
+    }
+    credentials(n, p);
+}
+
+/// The files and keys `[nats.auth]` and `[nats.tls]` name exist and look
+/// like what they should be, so a typo is found by `config validate` rather
+/// than by a failed connect. Never prints a secret.
+fn credentials(n: &NatsConfig, p: &mut Problems) {
+    let a = &n.auth;
+    if let Some(seed) = &a.nkey_seed
+        && let Err(e) = nkeys::KeyPair::from_seed(seed.expose())
+    {
+        p.bad(
+            "nats.auth.nkey_seed",
+            format!("is not an nkey seed (expected `SU...`): {e}"),
+        );
+    }
+    if a.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+        p.bad("nats.auth.token", "is empty");
+    }
+    if a.user.as_ref().is_some_and(|u| u.is_empty()) {
+        p.bad("nats.auth.user", "is empty");
+    }
+    let files = [
+        ("nats.auth.creds_file", &a.creds_file, &["NATS USER JWT", "USER NKEY SEED"][..]),
+        ("nats.tls.ca", &n.tls.ca, &["CERTIFICATE"][..]),
+        ("nats.tls.cert", &n.tls.cert, &["CERTIFICATE"][..]),
+        ("nats.tls.key", &n.tls.key, &["PRIVATE KEY"][..]),
+    ];
+    for (key, path, sections) in files {
+        let Some(path) = path else { continue };
+        match std::fs::read_to_string(path) {
+            Err(e) => p.bad(key, format!("{}: {e}", path.display())),
+            Ok(text) => {
+                if let Some(missing) = sections.iter().find(|s| !text.contains(*s)) {
+                    p.bad(
+                        key,
+                        format!("{}: has no {missing} section", path.display()),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -190,6 +247,14 @@ fn plugin<'a>(plugin: &'a PluginConfig, at: &str, names: &mut HashSet<&'a str>, 
     for (j, pattern) in plugin.publish_allow.iter().enumerate() {
         if let Err(e) = subject::validate_filter(pattern) {
             p.bad(format!("{at}.publish_allow[{j}]"), e.to_string());
+        } else if crate::grants::names_settlement(pattern) {
+            p.bad(
+                format!("{at}.publish_allow[{j}]"),
+                format!(
+                    "{pattern:?} names JetStream acknowledgements, which only the host sends \
+                     (a handler settles its message by its result)"
+                ),
+            );
         }
     }
     wasi(&plugin.wasi, &format!("{at}.wasi"), p);

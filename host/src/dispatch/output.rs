@@ -146,7 +146,7 @@ impl Output {
                     }
                     Err(e) => {
                         // Keep the message: it comes back after the delay.
-                        tracing::error!(error = %format!("{e:#}"), "dead-lettering failed; nak instead");
+                        tracing::error!(error = %crate::errors::anyhow_chain(&e), "dead-lettering failed; nak instead");
                         let delivered =
                             crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
                         msg.ack_with(AckKind::Nak(binding.nak_delay(delivered)))
@@ -158,7 +158,7 @@ impl Output {
         };
         if let Err(e) = result {
             self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = self.plugin.as_str(), error = %format!("{e:#}"), "settling a JetStream message failed");
+            tracing::warn!(plugin = self.plugin.as_str(), error = %crate::errors::anyhow_chain(&e), "settling a JetStream message failed");
         }
     }
 }

@@ -60,11 +60,10 @@ pub struct PluginShared {
 }
 
 impl PluginShared {
-    /// Whether `publish_allow` lets the plugin publish to `subject`.
-    pub fn may_publish(&self, subject: &str) -> bool {
-        self.publish_allow
-            .iter()
-            .any(|pattern| crate::subject::matches(pattern, subject))
+    /// Whether `publish_allow` lets the plugin publish to `subject`, under
+    /// the reserved-namespace rules of [`crate::grants`].
+    pub fn may_publish(&self, subject: &str) -> Result<(), crate::grants::Denied> {
+        crate::grants::check(&self.publish_allow, subject)
     }
 }
 

@@ -63,9 +63,9 @@ impl Supervisor {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %format!("{e:#}"), "binding failed");
+                    tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %crate::errors::anyhow_chain(&e), "binding failed");
                     self.status
-                        .set_binding(i, BindingState::Failed, Some(format!("{e:#}")));
+                        .set_binding(i, BindingState::Failed, Some(crate::errors::anyhow_chain(&e)));
                 }
             }
         }
@@ -117,11 +117,11 @@ impl Supervisor {
                 continue;
             }
             if let Err(e) = crate::jetstream::declare(&conn.js, js).await {
-                tracing::warn!(stream = %js.config.stream, consumer = %js.config.consumer, error = %format!("{e:#}"), "JetStream binding not restored yet");
+                tracing::warn!(stream = %js.config.stream, consumer = %js.config.consumer, error = %crate::errors::anyhow_chain(&e), "JetStream binding not restored yet");
                 self.status.set_binding(
                     i,
                     BindingState::Rebinding,
-                    Some(format!("after reconnect: {e:#}")),
+                    Some(format!("after reconnect: {}", crate::errors::anyhow_chain(&e))),
                 );
             }
         }

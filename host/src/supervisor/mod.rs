@@ -41,6 +41,16 @@
 //! (readiness false), and `reconnect.on_exhausted` decides: `exit` ends
 //! [`Supervisor::run`] with an error, `keep-trying` retries every
 //! `max_backoff` for ever.
+//!
+//! **Refusals are not outages.** A connect the server refuses for its
+//! credentials, or whose TLS cannot be set up or verified, fails the same way
+//! on every attempt: it ends the backoff loop at once (state `failed`, the
+//! one-line cause in `last_error`) instead of using up `max_attempts`. While
+//! running, the client's own reconnect is watched the same way: as many
+//! authorization refusals in a row as there are configured servers (the
+//! client tries them in turn) mean the credentials were revoked. Then
+//! `on_exhausted` decides as above; `keep-trying` keeps retrying, slowly,
+//! until the credentials work again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,8 +105,23 @@ pub type Callbacks = Arc<Mutex<Vec<ReconnectCallback>>>;
 /// Why the supervisor stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
+    /// Every attempt failed.
     #[error("NATS reconnect attempts exhausted: {0}")]
-    Exhausted(#[from] Exhausted),
+    Exhausted(Exhausted),
+    /// The server refused the gateway in a way retrying cannot mend
+    /// (credentials, TLS).
+    #[error("cannot connect to NATS: {0}")]
+    Refused(Exhausted),
+}
+
+impl From<Exhausted> for SupervisorError {
+    fn from(e: Exhausted) -> Self {
+        if e.permanent {
+            SupervisorError::Refused(e)
+        } else {
+            SupervisorError::Exhausted(e)
+        }
+    }
 }
 
 /// Why the current client must go.
@@ -105,6 +130,8 @@ enum Rebuild {
     Because(String),
     /// The client's own reconnect used up `max_attempts`.
     Exhausted,
+    /// Every server refused the credentials in turn: retrying cannot help.
+    Refused(String),
 }
 
 /// One client and everything bound to it.
@@ -123,6 +150,8 @@ struct Connection {
     initial_connected_seen: bool,
     /// The client is reconnecting on its own.
     client_reconnecting: bool,
+    /// Reconnect attempts refused for credentials since the last connect.
+    auth_refusals: usize,
 }
 
 /// What the embedding API asks of the supervisor.
@@ -225,12 +254,20 @@ impl Supervisor {
                     self.retire(conn).await;
                     self.reconnect(&backoff, reason).await?
                 }
-                Some(Rebuild::Exhausted) => {
+                Some(rebuild @ (Rebuild::Exhausted | Rebuild::Refused(_))) => {
                     self.retire(conn).await;
                     let attempts = self.config.reconnect.max_attempts;
-                    let exhausted = Exhausted {
-                        attempts,
-                        last_error: "the client's own reconnect failed every attempt".into(),
+                    let exhausted = match rebuild {
+                        Rebuild::Refused(why) => Exhausted {
+                            attempts,
+                            last_error: why,
+                            permanent: true,
+                        },
+                        _ => Exhausted {
+                            attempts,
+                            last_error: "the client's own reconnect failed every attempt".into(),
+                            permanent: false,
+                        },
                     };
                     match self.exhausted(exhausted).await? {
                         Some(new) => {
@@ -280,7 +317,7 @@ impl Supervisor {
         state: ConnectionState,
     ) -> Result<Option<Connection>, SupervisorError> {
         match self
-            .establish_with(backoff, self.config.reconnect.max_attempts, state)
+            .establish_with(backoff, self.config.reconnect.max_attempts, true, state)
             .await
         {
             Ok(conn) => Ok(conn),
@@ -298,7 +335,7 @@ impl Supervisor {
         });
         self.status.set_all_bindings(BindingState::Rebinding);
         match r.on_exhausted {
-            OnExhausted::Exit => Err(SupervisorError::Exhausted(exhausted)),
+            OnExhausted::Exit => Err(exhausted.into()),
             OnExhausted::KeepTrying => {
                 let slow = Backoff {
                     initial: r.max_backoff,
@@ -306,18 +343,23 @@ impl Supervisor {
                     factor: 1.0,
                     jitter: r.jitter,
                 };
+                // Even refused credentials are retried here: the operator
+                // asked to wait for them to be fixed.
                 Ok(self
-                    .establish_with(&slow, 0, ConnectionState::Failed)
+                    .establish_with(&slow, 0, false, ConnectionState::Failed)
                     .await
-                    .expect("unlimited attempts never run out"))
+                    .unwrap_or(None))
             }
         }
     }
 
+    /// The backoff loop; with `stop_on_permanent` a refusal that retrying
+    /// cannot mend (credentials, TLS) ends it at once, whatever `max_attempts`.
     async fn establish_with(
         &self,
         backoff: &Backoff,
         max_attempts: u32,
+        stop_on_permanent: bool,
         state: ConnectionState,
     ) -> Result<Option<Connection>, Exhausted> {
         self.status.update(|s| {
@@ -331,12 +373,20 @@ impl Supervisor {
             max_attempts,
             |attempt| {
                 self.status.update(|s| s.reconnect_attempts = attempt);
-                self.connect_and_bind()
+                async {
+                    self.connect_and_bind()
+                        .await
+                        .map_err(|e| connection::ConnectFailure {
+                            permanent: connection::is_permanent(&e),
+                            message: crate::errors::anyhow_chain(&e),
+                        })
+                }
             },
-            |attempt, error: &anyhow::Error, wait| {
-                tracing::warn!(attempt, error = %format!("{error:#}"), retry_in = ?wait, "connect failed");
+            |e| stop_on_permanent && e.permanent,
+            |attempt, error, wait| {
+                tracing::warn!(attempt, error = %error, retry_in = ?wait, "connect failed");
                 self.status
-                    .update(|s| s.last_error = Some(format!("{error:#}")));
+                    .update(|s| s.last_error = Some(error.to_string()));
             },
         );
         tokio::select! {
@@ -361,6 +411,7 @@ impl Supervisor {
             bound: vec![false; self.bindings.len()],
             initial_connected_seen: false,
             client_reconnecting: false,
+            auth_refusals: 0,
         };
         self.bind_missing(&mut conn).await;
         match conn
@@ -426,10 +477,10 @@ impl Supervisor {
                 client: conn.client.clone(),
             };
             if let Err(e) = callback(event).await {
-                tracing::error!(callback = i, error = %format!("{e:#}"), "reconnect callback failed");
-                self.status.update(|s| {
-                    s.last_error = Some(format!("reconnect callback {i} failed: {e:#}"))
-                });
+                let e = crate::errors::anyhow_chain(&e);
+                tracing::error!(callback = i, error = %e, "reconnect callback failed");
+                self.status
+                    .update(|s| s.last_error = Some(format!("reconnect callback {i} failed: {e}")));
             }
         }
     }
@@ -442,6 +493,7 @@ impl Supervisor {
             }
             ClientEvent::Connected => {
                 conn.client_reconnecting = false;
+                conn.auth_refusals = 0;
                 // The client re-sent every SUB; one echo proves the server has them.
                 match conn
                     .probe
@@ -475,6 +527,20 @@ impl Supervisor {
                 self.status.set_all_bindings(BindingState::Rebinding);
             }
             ClientEvent::GaveUp(reason) => return Some(Rebuild::Because(reason)),
+            ClientEvent::AuthRefused => {
+                // The client tries the servers in turn, least failed first:
+                // as many refusals in a row as servers means all refused.
+                conn.auth_refusals += 1;
+                let servers = self.config.nats.servers.len().max(1);
+                let why = connection::refused(&self.config.nats);
+                tracing::warn!(refusals = conn.auth_refusals, servers, "reconnect refused: {why}");
+                self.status.update(|s| s.last_error = Some(why.clone()));
+                if conn.auth_refusals >= servers {
+                    return Some(Rebuild::Refused(format!(
+                        "{why} (on reconnect, by every server)"
+                    )));
+                }
+            }
             ClientEvent::Exhausted => return Some(Rebuild::Exhausted),
             ClientEvent::SlowConsumer(sid) => {
                 tracing::warn!(

@@ -21,6 +21,9 @@
 //! - `huge-publish:<bytes>` publishes that many bytes to `<prefix>.<subject>`
 //!   and reports the host's error as a rejection;
 //! - `huge-reply:<bytes>` replies with that many bytes;
+//! - `publish-to:<subject> <payload>` publishes `<payload>` (possibly empty)
+//!   to `<subject>` and replies `published`, or `refused: <error as {:?}>`
+//!   (returning `ok` either way, so an allowed publish goes out);
 //! - anything else is echoed to `<prefix>.<subject>` and replied.
 
 wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
@@ -111,6 +114,13 @@ impl Guest for Faulty {
                     Ok(()) => Ok(None),
                     Err(e) => Err(HandleError::Reject(format!("{e:?}"))),
                 }
+            }
+            "publish-to" => {
+                let (subject, body) = arg.split_once(' ').unwrap_or((arg, ""));
+                Ok(Some(match publisher::publish(subject, body.as_bytes(), &[]) {
+                    Ok(()) => b"published".to_vec(),
+                    Err(e) => format!("refused: {e:?}").into_bytes(),
+                }))
             }
             "forbidden-then-ok" => {
                 let refused = publisher::publish(&format!("secret.{}", msg.subject), b"leak", &[]);

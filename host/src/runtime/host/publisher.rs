@@ -1,5 +1,6 @@
 //! `wasmgate:plugin/publisher`: publishes are checked here, at once (subject
-//! syntax, the plugin's `publish_allow`, the server's max payload, the
+//! syntax, the plugin's `publish_allow` under the reserved-namespace rules
+//! of `grants`, the server's max payload, the
 //! per-message limit), and held in the call's outbox; the dispatcher sends
 //! them in order only after `handle` returns `ok` (see `wit/publisher.wit`).
 //!
@@ -50,16 +51,17 @@ impl PluginShared {
         if let Err(e) = subject::validate_publish(subject) {
             return refused(PublishError::InvalidSubject(e.to_string()));
         }
-        if !self.may_publish(subject) {
+        if let Err(denied) = self.may_publish(subject) {
             self.counters
                 .publish_forbidden
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 plugin = self.name.as_str(),
                 %subject,
-                "publish refused: not in publish_allow"
+                rule = ?denied,
+                "publish refused by publish_allow"
             );
-            return refused(PublishError::Forbidden(subject.to_string()));
+            return refused(PublishError::Forbidden(denied.reason(subject)));
         }
         let max = self.max_payload.load(Ordering::Relaxed);
         if max > 0 {

@@ -1,0 +1,206 @@
+//! Least privilege, tried as an attacker would: a plugin with the default
+//! grant (`publish_allow = [">"]`) asks the host to publish into the server's
+//! reserved namespaces — delete a stream through `$JS.API`, query `$SYS`,
+//! write a KV key, settle a message of another consumer through its `$JS.ACK`
+//! subject, reach another client's `_INBOX`. Each is refused with
+//! `forbidden`, counted, and nothing of it reaches the server, while the
+//! same plugin's ordinary publishes and the host's replies to `_INBOX`
+//! subjects keep working. A grant naming a namespace literally reaches it;
+//! no grant reaches `$JS.ACK`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::StreamExt;
+use wasmgate_tests::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Ask the `faulty` plugin on `subject` to publish `payload` to `target`;
+/// its reply says `published` or `refused: <error>`.
+async fn publish_via(nc: &async_nats::Client, subject: &str, target: &str, payload: &str) -> String {
+    let reply = tokio::time::timeout(
+        WAIT,
+        nc.request(subject.to_string(), format!("publish-to:{target} {payload}").into()),
+    )
+    .await
+    .expect("the plugin answers in time")
+    .expect("request");
+    String::from_utf8_lossy(&reply.payload).into_owned()
+}
+
+/// The stream behind KV bucket `b`, made as the KV API makes it (the KV
+/// API itself needs a newer server than some this suite runs on).
+async fn kv_bucket(js: &jetstream::Context) -> stream::Stream {
+    js.create_stream(stream::Config {
+        name: "KV_b".into(),
+        subjects: vec!["$KV.b.>".into()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("create the bucket's stream")
+}
+
+/// The bucket's value of `key`, if set.
+async fn kv_get(bucket: &stream::Stream, key: &str) -> Option<Vec<u8>> {
+    bucket
+        .get_last_raw_message_by_subject(&format!("$KV.b.{key}"))
+        .await
+        .ok()
+        .map(|m| m.payload.to_vec())
+}
+
+/// The plugin's `publish_forbidden` count, as `/status` shows it.
+fn forbidden(gw: &Running, plugin: &str) -> u64 {
+    let status = gw.status();
+    let p = status.plugins.iter().find(|p| p.name == plugin).expect("plugin in status");
+    p.publish_forbidden
+}
+
+/// A stream with one message, and a durable consumer holding it unacked:
+/// returns the message's `$JS.ACK` subject.
+async fn pending_message(js: &jetstream::Context) -> String {
+    js.create_stream(stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    js.publish("orders.1", "first".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("worker".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = batch.next().await.expect("one message").expect("message");
+    let ack = msg.reply.as_ref().expect("an ack subject").to_string();
+    assert!(ack.starts_with("$JS.ACK.ORDERS.worker."), "{ack}");
+    ack
+}
+
+#[tokio::test]
+async fn the_default_grant_reaches_no_reserved_namespace() {
+    init_logs();
+    let server = NatsServer::start();
+    let nc = client(&server).await;
+    let js = jetstream::new(nc.clone());
+    let ack = pending_message(&js).await;
+    let bucket = kv_bucket(&js).await;
+    // Anything that leaks to these subjects in the default account arrives here.
+    let mut sys = nc.subscribe("$SYS.>").await.unwrap();
+    let mut victim_inbox = nc.subscribe("_INBOX.victim.>").await.unwrap();
+    let mut out = nc.subscribe("out.>").await.unwrap();
+    nc.flush().await.unwrap();
+
+    let mut config = test_config(&[server.url()]);
+    let faulty = plugin("faulty", "faulty", &["f.>"], &[]);
+    assert_eq!(faulty.publish_allow, [">"], "the default grant");
+    config.plugins.push(faulty);
+    let gw = Running::start(config).await;
+
+    let refused = [
+        ("$JS.API.STREAM.DELETE.ORDERS", "$JS"),
+        ("$JS.API.CONSUMER.DELETE.ORDERS.worker", "$JS"),
+        ("$SYS.REQ.SERVER.PING", "$SYS"),
+        ("$KV.b.k", "$KV"),
+        ("_INBOX.victim.1", "_INBOX"),
+    ];
+    for (target, namespace) in refused {
+        let reply = publish_via(&nc, "f.x", target, "{}").await;
+        assert!(
+            reply.starts_with("refused: PublishError::Forbidden(")
+                && reply.contains(&format!("{namespace} is a reserved namespace")),
+            "{target}: {reply}"
+        );
+    }
+    let reply = publish_via(&nc, "f.x", &ack, "").await;
+    assert!(
+        reply.starts_with("refused: PublishError::Forbidden(") && reply.contains("no grant reaches $JS.ACK"),
+        "{reply}"
+    );
+    for settle in ["+NAK", "+TERM", "+WPI"] {
+        let reply = publish_via(&nc, "f.x", &ack, settle).await;
+        assert!(reply.starts_with("refused: PublishError::Forbidden("), "{settle}: {reply}");
+    }
+    // The same plugin's ordinary publish goes out: the refusals above are the rule's.
+    assert_eq!(publish_via(&nc, "f.x", "out.allowed", "yes").await, "published");
+    let allowed = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    assert_eq!(allowed.subject.as_str(), "out.allowed");
+
+    assert_eq!(forbidden(&gw, "faulty"), refused.len() as u64 + 4);
+
+    // Nothing reached the server: the stream and its consumer are there, the
+    // message is still unacked, the key unset, no $SYS or inbox traffic.
+    nc.flush().await.unwrap();
+    let mut stream = js.get_stream("ORDERS").await.expect("the stream still exists");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("worker").await.expect("the consumer still exists");
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 1, "the message is still unacked: {info:?}");
+    assert_eq!(info.ack_floor.consumer_sequence, 0, "{info:?}");
+    assert_eq!(kv_get(&bucket, "k").await, None, "no KV write");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sys.next()).await.is_err(),
+        "nothing was published to $SYS"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), victim_inbox.next())
+            .await
+            .is_err(),
+        "nothing reached another client's inbox"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_literal_grant_reaches_its_namespace_and_none_reaches_acks() {
+    init_logs();
+    let server = NatsServer::start();
+    let nc = client(&server).await;
+    let js = jetstream::new(nc.clone());
+    let ack = pending_message(&js).await;
+    let bucket = kv_bucket(&js).await;
+
+    let mut config = test_config(&[server.url()]);
+    let mut writer = plugin("writer", "faulty", &["w.>"], &[]);
+    writer.publish_allow = vec!["out.>".into(), "$KV.b.>".into()];
+    config.plugins.push(writer);
+    // Even a grant of the whole JetStream namespace does not reach acks.
+    let mut admin = plugin("admin", "faulty", &["a.>"], &[]);
+    admin.publish_allow = vec!["$JS.>".into()];
+    config.plugins.push(admin);
+    let gw = Running::start(config).await;
+
+    assert_eq!(publish_via(&nc, "w.x", "$KV.b.k", "hello").await, "published");
+    let entry = eventually(WAIT, "the KV write", || kv_get(&bucket, "k")).await;
+    assert_eq!(&entry[..], b"hello");
+    let reply = publish_via(&nc, "w.x", "$KV.other.k", "x").await;
+    assert!(reply.starts_with("refused: PublishError::Forbidden(\"$KV.other.k\")"), "{reply}");
+    let reply = publish_via(&nc, "w.x", "$JS.API.STREAM.DELETE.ORDERS", "").await;
+    assert_eq!(reply, "refused: PublishError::Forbidden(\"$JS.API.STREAM.DELETE.ORDERS\")");
+
+    let reply = publish_via(&nc, "a.x", &ack, "").await;
+    assert!(reply.contains("no grant reaches $JS.ACK"), "{reply}");
+
+    let mut stream = js.get_stream("ORDERS").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("worker").await.unwrap();
+    assert_eq!(consumer.info().await.unwrap().num_ack_pending, 1);
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    assert_eq!(forbidden(&gw, "writer"), 2);
+    assert_eq!(forbidden(&gw, "admin"), 1);
+    gw.stop().await;
+}

@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        // Every secret at once (not a valid config: Debug must not care).
+        let mut c = Config::default();
+        c.nats.servers = vec!["nats://gw:url-pass-1@127.0.0.1:4222".into()];
+        c.nats.auth.token = Some(Secret::new("token-2"));
+        c.nats.auth.password = Some(Secret::new("password-3"));
+        c.nats.auth.nkey_seed = Some(Secret::new("SUAKseed4"));
+        let shown = format!("{c:?} {c:#?} {} {:?}", c.nats.auth.token.as_ref().unwrap(), c.nats);
+        for secret in ["url-pass-1", "token-2", "password-3", "SUAKseed4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("nats://***@127.0.0.1:4222"), "{shown}");
+    }
+
+    #[test]
     fn redacts_urls() {
         assert_eq!(redact_url("nats://u:pw@h:1"), "nats://***@h:1");
         assert_eq!(redact_url("tok@h:1"), "***@h:1");

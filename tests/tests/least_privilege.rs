@@ -204,3 +204,86 @@ async fn a_literal_grant_reaches_its_namespace_and_none_reaches_acks() {
     assert_eq!(forbidden(&gw, "admin"), 1);
     gw.stop().await;
 }
+
+/// The example server config of the README's Security section: the gateway
+/// works as user `wasmgate` under its server-side permissions (core
+/// binding, request-reply, a JetStream binding acking what it handles),
+/// and the same user cannot delete the stream: the second wall.
+#[tokio::test]
+async fn the_example_server_permissions_let_the_gateway_work_and_nothing_more() {
+    init_logs();
+    let example = repo_root().join("examples/nats-server-wasmgate.conf");
+    let conf = std::fs::read_to_string(&example).expect("the example server config");
+    let (gw_password, ops_password) = ("gw-example-pw", "ops-example-pw");
+    let server = NatsServer::start_with_config(&format!(
+        "WASMGATE_NATS_PASSWORD: \"{gw_password}\"\nOPS_NATS_PASSWORD: \"{ops_password}\"\n{conf}"
+    ));
+    let as_user = |user: &str, pw: &str| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), pw.into())
+            .connect(server.url())
+    };
+    let ops = as_user("ops", ops_password).await.unwrap();
+    let js = jetstream::new(ops.clone());
+    js.create_stream(stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.get_stream("ORDERS")
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("gw".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let text = format!(
+        "[nats]\nservers = [\"{}\"]\n\
+         [[plugin]]\nname = \"core\"\npath = \"{wasm}\"\npublish_allow = [\"out.>\"]\n\
+         [[plugin.binding]]\nsubject = \"in.>\"\n\
+         [[plugin]]\nname = \"orders\"\npath = \"{wasm}\"\npublish_allow = [\"out.>\"]\n\
+         [[plugin.binding]]\nsubject = \"orders.>\"\n\
+         [plugin.binding.jetstream]\nstream = \"ORDERS\"\nconsumer = \"gw\"\n",
+        format!("nats://wasmgate:{gw_password}@127.0.0.1:{}", server.port),
+        wasm = plugin_wasm("uppercase").display(),
+    );
+    let parsed = wasmgate::Config::parse(&text, "inline").unwrap();
+    let mut config = test_config(&parsed.nats.servers);
+    config.nats.auth = parsed.nats.auth.clone();
+    config.plugins = parsed.plugins;
+    let gw = Running::start(config).await;
+
+    let mut out = ops.subscribe("out.>").await.unwrap();
+    ops.flush().await.unwrap();
+    let reply = ops.request("in.hello", "hi".into()).await.unwrap();
+    assert_eq!(&reply.payload[..], b"HI", "request-reply to an _INBOX");
+    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    assert_eq!(msg.subject.as_str(), "out.in.hello");
+    js.publish("orders.1", "order".into()).await.unwrap().await.unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    assert_eq!(msg.subject.as_str(), "out.orders.1");
+    let mut stream = js.get_stream("ORDERS").await.unwrap();
+    eventually(WAIT, "the JetStream message acked", || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("gw").await.ok()?;
+            (info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await;
+
+    // The second wall: the gateway's own user cannot delete the stream.
+    let as_gateway = as_user("wasmgate", gw_password).await.unwrap();
+    let mut as_gateway = jetstream::new(as_gateway);
+    // The server drops a forbidden publish with a -ERR: the request times out.
+    as_gateway.set_timeout(Duration::from_secs(1));
+    let deleted = as_gateway.delete_stream("ORDERS").await;
+    assert!(deleted.is_err(), "the server refused the delete");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "the stream is there");
+    gw.stop().await;
+}

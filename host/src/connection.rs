@@ -28,9 +28,10 @@ pub enum ClientEvent {
     GaveUp(String),
     SlowConsumer(u64),
     ServerError(String),
-    /// A reconnect attempt was refused: the server does not accept our
-    /// credentials (any more).
-    AuthRefused,
+    /// A reconnect attempt was refused in a way retrying cannot mend: the
+    /// server does not accept the credentials (any more), or TLS cannot be
+    /// set up. The text says which, in the words of a refused connect.
+    Refused(String),
     LameDuck,
     Other(String),
 }
@@ -94,6 +95,8 @@ pub async fn connect(
     let connected_once = Arc::new(AtomicBool::new(false));
     let seen = connected_once.clone();
     let hub = status.clone();
+    let auth_refusal = refused(n);
+    let tls_refusal = format!("TLS setup failed ({})", tls_settings(n));
     let mut options = ConnectOptions::new()
         .name(&n.name)
         .connection_timeout(n.connect_timeout)
@@ -115,6 +118,7 @@ pub async fn connect(
         })
         .event_callback(move |event| {
             let tx = tx.clone();
+            let (auth_refusal, tls_refusal) = (auth_refusal.clone(), tls_refusal.clone());
             async move {
                 let event = match event {
                     Event::Connected => ClientEvent::Connected,
@@ -128,7 +132,12 @@ pub async fn connect(
                     Event::ClientError(async_nats::ClientError::Other(kind))
                         if is_auth_kind(&kind) =>
                     {
-                        ClientEvent::AuthRefused
+                        ClientEvent::Refused(auth_refusal.clone())
+                    }
+                    Event::ClientError(async_nats::ClientError::Other(kind))
+                        if kind == async_nats::ConnectErrorKind::Tls.to_string() =>
+                    {
+                        ClientEvent::Refused(tls_refusal.clone())
                     }
                     Event::SlowConsumer(sid) => ClientEvent::SlowConsumer(sid),
                     Event::ServerError(e) => ClientEvent::ServerError(e.to_string()),

@@ -178,10 +178,11 @@ impl Gateway {
     /// is re-bound on the current connection. `[nats]`, `[health]`,
     /// `[reconnect]`, `[http]` and `[runtime]` changes need a restart and are
     /// reported in `needs_restart`.
-    pub async fn reload(&self, config: Config) -> anyhow::Result<ReloadReport> {
+    pub async fn reload(&self, mut config: Config) -> anyhow::Result<ReloadReport> {
         let mut catalog = self.catalog.lock().await;
         let result = config
-            .validate("config")
+            .move_url_credentials("config")
+            .and_then(|()| config.validate("config"))
             .map_err(anyhow::Error::from)
             .and_then(|()| catalog.reload(config));
         self.finish_reload(&catalog, result).await

@@ -16,8 +16,17 @@
 //!   settles its messages only through its handler's result, never by
 //!   publishing to a message's ack subject (its own or another binding's).
 //!
+//! - **Headers that reach past the subject.** A few NATS headers make the
+//!   server act on more than the message they ride on: `Nats-Rollup` purges
+//!   a stream's other subjects, `Nats-Schedule*` publishes later to a target
+//!   subject of its own. A plugin may not set them; malformed header names
+//!   and values (which the client would panic on) are refused too.
+//!
 //! Replies the host sends for `ok(some(bytes))` are not publishes and do not
-//! come through here, so `_INBOX` reply subjects keep working.
+//! come through here, so `_INBOX` reply subjects keep working. But the reply
+//! subject is the *sender's* choice, and the host publishes to it with its
+//! own credentials: [`may_reply`] keeps a sender from pointing it at the
+//! server's API (`$JS.API.STREAM.DELETE.…` as a reply-to).
 
 use std::fmt;
 
@@ -112,6 +121,53 @@ pub fn check(patterns: &[String], subject: &str) -> Result<(), Denied> {
         }
         _ => Err(Denied::NotGranted),
     }
+}
+
+/// Whether the host may send a reply (or error reply) to a reply subject a
+/// sender chose: anything but a `$` namespace (`_INBOX` and ordinary
+/// subjects are what requesters use).
+pub fn may_reply(to: &str) -> bool {
+    !to.starts_with('$')
+}
+
+/// Header names a plugin may not set (compared case-insensitively; a name
+/// ending in `*` is a prefix).
+const RESERVED_HEADERS: &[&str] = &["Nats-Rollup", "Nats-Schedule*"];
+
+/// Why a header of a publish is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderDenied {
+    /// Not a NATS header: the text says why.
+    Malformed(String),
+    /// A header that makes the server act beyond the message.
+    Reserved(String),
+}
+
+/// Check one header a plugin wants to publish with.
+pub fn check_header(name: &str, value: &str) -> Result<(), HeaderDenied> {
+    use std::str::FromStr;
+    if name.is_empty() || async_nats::HeaderName::from_str(name).is_err() {
+        return Err(HeaderDenied::Malformed(format!(
+            "header name {name:?} is not a NATS header name (ASCII, no ':' or control characters)"
+        )));
+    }
+    if async_nats::HeaderValue::from_str(value).is_err() {
+        return Err(HeaderDenied::Malformed(format!(
+            "the value of header {name:?} contains a line break"
+        )));
+    }
+    let reserved = RESERVED_HEADERS.iter().any(|r| match r.strip_suffix('*') {
+        Some(prefix) => name
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
+        None => name.eq_ignore_ascii_case(r),
+    });
+    if reserved {
+        return Err(HeaderDenied::Reserved(format!(
+            "header {name}: it makes the server act beyond this message; no grant reaches it"
+        )));
+    }
+    Ok(())
 }
 
 /// Something about a grant an operator should look at (`wasmgate check`
@@ -276,6 +332,34 @@ mod tests {
         .reason("$JS.API.INFO");
         assert!(r.starts_with("$JS.API.INFO: $JS is a reserved namespace"), "{r}");
         assert_eq!(Denied::NotGranted.reason("secret.x"), "secret.x");
+    }
+
+    #[test]
+    fn replies_never_go_to_a_dollar_namespace() {
+        assert!(may_reply("_INBOX.abc.1"));
+        assert!(may_reply("reply.here"));
+        assert!(!may_reply("$JS.API.STREAM.DELETE.ORDERS"));
+        assert!(!may_reply("$JS.ACK.S.C.1.1.1.1.0"));
+        assert!(!may_reply("$SYS.REQ.SERVER.PING"));
+    }
+
+    #[test]
+    fn headers_that_reach_past_the_message_or_break_the_client_are_refused() {
+        assert_eq!(check_header("X-Trace", "abc"), Ok(()));
+        assert_eq!(check_header("Nats-Msg-Id", "in-1"), Ok(()));
+        assert_eq!(check_header("Nats-Expected-Stream", "OUT"), Ok(()));
+        for reserved in ["Nats-Rollup", "nats-rollup", "Nats-Schedule", "Nats-Schedule-Target"] {
+            assert!(
+                matches!(check_header(reserved, "all"), Err(HeaderDenied::Reserved(_))),
+                "{reserved}"
+            );
+        }
+        for (name, value) in [("a:b", "x"), ("", "x"), ("ä", "x"), ("a\nb", "x"), ("ok", "x\r\ny")] {
+            assert!(
+                matches!(check_header(name, value), Err(HeaderDenied::Malformed(_))),
+                "{name:?}: {value:?}"
+            );
+        }
     }
 
     #[test]

@@ -305,7 +305,7 @@ pub async fn dead_letter(
     reason: &str,
 ) -> anyhow::Result<()> {
     if let Some(subject) = &b.config.dead_letter {
-        let mut headers = msg.headers.clone().unwrap_or_default();
+        let mut headers = dead_letter_headers(msg.headers.as_ref());
         headers.insert(DL_SUBJECT, msg.subject.as_str());
         if let Ok(info) = msg.info() {
             headers.insert(DL_STREAM, info.stream);
@@ -318,6 +318,27 @@ pub async fn dead_letter(
     msg.ack_with(AckKind::Term)
         .await
         .map_err(|e| anyhow::anyhow!("term: {e}"))
+}
+
+/// The original headers a dead letter carries: all but the `Nats-*` ones
+/// that would make the server act on the republish (`Nats-Expected-*` fails
+/// it for ever, `Nats-Rollup` purges the dead-letter stream), except
+/// `Nats-Msg-Id`, which keeps a twice dead-lettered message single there.
+fn dead_letter_headers(original: Option<&HeaderMap>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, values) in original.into_iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        let nats = name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("nats-"));
+        if nats && !name.eq_ignore_ascii_case("Nats-Msg-Id") {
+            continue;
+        }
+        for value in values {
+            headers.append(name, value.as_str());
+        }
+    }
+    headers
 }
 
 async fn publish_dead_letter(

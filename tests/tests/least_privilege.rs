@@ -108,6 +108,9 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
     let faulty = plugin("faulty", "faulty", &["f.>"], &[]);
     assert_eq!(faulty.publish_allow, [">"], "the default grant");
     config.plugins.push(faulty);
+    config
+        .plugins
+        .push(plugin("upper", "uppercase", &["u.>"], &[("prefix", "out")]));
     let gw = Running::start(config).await;
 
     let refused = [
@@ -140,6 +143,42 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
     assert_eq!(allowed.subject.as_str(), "out.allowed");
 
     assert_eq!(forbidden(&gw, "faulty"), refused.len() as u64 + 4);
+
+    // A header that would make the server purge the output stream's other
+    // subjects (the uppercase handler forwards the incoming headers).
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "all");
+    let reply = tokio::time::timeout(
+        WAIT,
+        nc.request_with_headers("u.x", headers, "roll".into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&reply.payload);
+    assert!(
+        text.starts_with("publish failed: forbidden: header Nats-Rollup"),
+        "{text}"
+    );
+    assert_eq!(forbidden(&gw, "upper"), 1);
+
+    // A sender picks the reply subject: the gateway must not carry a reply
+    // (or an error reply) into the server's API with its own credentials.
+    let before = gw.status().bindings.iter().map(|b| b.publish_failed).sum::<u64>();
+    for payload in ["echo", "reject"] {
+        nc.publish_with_reply("f.x", "$JS.API.STREAM.DELETE.ORDERS", payload.into())
+            .await
+            .unwrap();
+    }
+    nc.publish_with_reply("u.x", "$JS.API.STREAM.PURGE.ORDERS", "x".into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    eventually(WAIT, "the three replies refused", || async {
+        let failed: u64 = gw.status().bindings.iter().map(|b| b.publish_failed).sum();
+        (failed == before + 3).then_some(())
+    })
+    .await;
 
     // Nothing reached the server: the stream and its consumer are there, the
     // message is still unacked, the key unset, no $SYS or inbox traffic.

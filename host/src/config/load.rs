@@ -117,6 +117,20 @@ impl Config {
 
     fn parse_unchecked(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let parse_error = |key: String, e: toml::de::Error| {
+            if let Some(line) = secret_line(text, &key, e.span()) {
+                // toml's message quotes the offending text, here a secret.
+                return ConfigError::Parse {
+                    path: origin.to_string(),
+                    message: format!(
+                        "{}line {line}: invalid value (not shown: it may hold a secret)",
+                        if key.is_empty() || key == "." {
+                            String::new()
+                        } else {
+                            format!("key `{key}`: ")
+                        }
+                    ),
+                };
+            }
             let message = e.to_string().trim_end().to_string();
             ConfigError::Parse {
                 path: origin.to_string(),
@@ -145,6 +159,36 @@ impl Config {
     }
 }
 
+/// The line of a parse error when it may quote a secret: the error is in a
+/// key of `[nats.auth]` or in `nats.servers` (URLs may carry credentials),
+/// or, for a syntax error without a key, on a line inside `[nats.auth]` or
+/// one that sets `servers`.
+fn secret_line(text: &str, key: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
+    let start = span.map_or(0, |s| s.start).min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    if key.starts_with("nats.auth") || key.starts_with("nats.servers") {
+        return Some(line);
+    }
+    if !key.is_empty() && key != "." {
+        return None;
+    }
+    let mut table = "";
+    for l in text[..start].lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t;
+        }
+    }
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let here = text[line_start..line_end].trim_start();
+    let in_auth = table.trim_matches(['[', ']', ' ']) == "nats.auth";
+    let sets_secret = ["servers", "token", "password", "nkey_seed"]
+        .iter()
+        .any(|k| here.starts_with(k));
+    (in_auth || sets_secret || here.contains("://")).then_some(line)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -161,6 +205,26 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse("", "empty").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn parse_errors_never_quote_a_secret() {
+        let cases = [
+            "[nats.auth]\ntoken = 12345678\n",
+            "[nats.auth]\npassword = \"hunter2-unterminated\n",
+            "[nats.auth]\ntoken = \"hunter2-dup\"\ntoken = \"hunter2-dup\"\n",
+            "[nats]\nservers = \"nats://u:hunter2-url@h:4222\"\n",
+            "[nats]\nservers = [\"nats://u:hunter2-url@h:4222\" 7]\n",
+        ];
+        for text in cases {
+            let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("12345678"), "{err}");
+            assert!(err.contains("line "), "{err}");
+        }
+        // Elsewhere toml's own message, with its snippet, stays.
+        let err = Config::parse("[health]\ninterval = 5\n", "t.toml").unwrap_err().to_string();
+        assert!(err.contains("key `health.interval`"), "{err}");
+        assert!(!err.contains("not shown"), "{err}");
     }
 
     #[test]

@@ -107,11 +107,18 @@ pub struct AuthConfig {
     pub password: Option<Secret>,
 }
 
-/// A credential from the config: `Debug` and `Display` never show it; only
-/// [`Secret::expose`], at the one place that hands it to the client, does.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A credential from the config: `Debug`, `Display` and `Serialize` never
+/// show it; only [`Secret::expose`], at the one place that hands it to the
+/// client, does.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {

@@ -1,9 +1,10 @@
 //! Where the config's secrets come from and where they must not go.
 //!
-//! - `${NAME}` in any string of `[nats.auth]` and `[nats.tls]` is replaced by
-//!   the environment variable `NAME` when the config is loaded, so a secret
-//!   need not sit in the TOML file. An unset variable is a config error naming
-//!   the key and the variable (never a value).
+//! - `${NAME}` in any string of `[nats.auth]` and `[nats.tls]`, and in the
+//!   server URLs, is replaced by the environment variable `NAME` when the
+//!   config is loaded, so a secret need not sit in the TOML file (`$${` is a
+//!   literal `${`). An unset variable is a config error naming the key and
+//!   the variable (never a value).
 //! - Credentials written into a server URL (`nats://user:pass@host`,
 //!   `nats://token@host`) are moved into `[nats.auth]` at load and the URL
 //!   keeps only scheme, host and port: the client logs server addresses at
@@ -31,6 +32,9 @@ pub(crate) fn expand_env(
             reason,
         }),
     };
+    for (i, server) in config.nats.servers.iter_mut().enumerate() {
+        text(&format!("nats.servers[{i}]"), server);
+    }
     let a = &mut config.nats.auth;
     if let Some(v) = &mut a.user {
         text("nats.auth.user", v);
@@ -70,6 +74,13 @@ fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            // `$${`: a literal `${`.
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
@@ -80,9 +91,12 @@ fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!(
-                "`${{{name}}}` is not an environment variable name (letters, digits, '_')"
-            ));
+            // Not named: the text may be part of a secret.
+            return Err(
+                "has `${` not followed by an environment variable name (letters, digits, '_') \
+                 and `}`; write `$${` for a literal `${`"
+                    .into(),
+            );
         }
         match lookup(name) {
             Some(v) => out.push_str(&v),
@@ -107,8 +121,10 @@ fn split_credentials(url: &str) -> (String, Option<UrlCredentials>) {
         Some(i) => url.split_at(i + 3),
         None => ("", url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // The last `@` ends the user-info even when an unencoded `/`, `?` or
+    // `#` in a password comes before it: a NATS URL has no path to confuse
+    // it with, and missing a password here would leave it in the URL.
+    let Some(at) = rest.rfind('@') else {
         return (url.to_string(), None);
     };
     let info = &rest[..at];
@@ -226,18 +242,23 @@ mod tests {
             Err("environment variable MISSING is not set".into())
         );
         assert!(expand("${GW_TOKEN", &env).unwrap_err().contains("closing"));
-        assert!(expand("${}", &env).unwrap_err().contains("not an environment variable name"));
+        assert!(expand("${}", &env).unwrap_err().contains("not followed by an environment"));
+        assert!(!expand("${s3cr3t pass}", &env).unwrap_err().contains("s3cr3t"));
         assert!(expand("${9X}", &env).is_err());
+        assert_eq!(expand("a$${GW_TOKEN}b", &env), Ok(Some("a${GW_TOKEN}b".into())));
+        assert_eq!(expand("$${DIR}/${DIR}", &env), Ok(Some("${DIR}//etc/gw".into())));
     }
 
     #[test]
     fn expand_env_names_the_key_and_variable() {
         let mut c = Config::default();
+        c.nats.servers = vec!["nats://gw:${GW_TOKEN}@h:4222".into()];
         c.nats.auth.token = Some(Secret::new("${GW_TOKEN}"));
         c.nats.tls.ca = Some("${DIR}/ca.pem".into());
         c.nats.tls.key = Some("${NO_SUCH_KEY_VAR}".into());
         let problems = expand_env(&mut c, &env);
         assert_eq!(c.nats.auth.token.as_ref().unwrap().expose(), "s3cr3t-token");
+        assert_eq!(c.nats.servers, ["nats://gw:s3cr3t-token@h:4222"]);
         assert_eq!(c.nats.tls.ca.as_deref(), Some(std::path::Path::new("/etc/gw/ca.pem")));
         assert_eq!(
             problems,
@@ -263,6 +284,12 @@ mod tests {
         );
         assert_eq!(c.nats.auth.user.as_deref(), Some("gw"));
         assert_eq!(c.nats.auth.password.as_ref().unwrap().expose(), "p@ss");
+
+        let mut c = Config::default();
+        c.nats.servers = vec!["nats://u:pa/ss@[::1]:4222".into()];
+        assert!(move_url_credentials(&mut c).is_empty());
+        assert_eq!(c.nats.servers, ["nats://[::1]:4222"]);
+        assert_eq!(c.nats.auth.password.as_ref().unwrap().expose(), "pa/ss");
 
         let mut c = Config::default();
         c.nats.servers = vec!["tls://tok3n@host:4222".into()];
@@ -307,6 +334,7 @@ mod tests {
         assert_eq!(redact_url("nats://u:pw@h:1"), "nats://***@h:1");
         assert_eq!(redact_url("tok@h:1"), "***@h:1");
         assert_eq!(redact_url("nats://h:1"), "nats://h:1");
-        assert_eq!(redact_url("nats://h:1/x@y"), "nats://h:1/x@y");
+        assert_eq!(redact_url("nats://u:pa/ss@h:1"), "nats://***@h:1");
+        assert_eq!(redact_url("nats://u:p#w@h:1"), "nats://***@h:1");
     }
 }

@@ -95,6 +95,15 @@ impl Output {
     /// Send a batch's output in order.
     async fn send(&self, out: &mut Vec<Send>) {
         for item in out.drain(..) {
+            if let Send::Reply { to, .. } | Send::Error { to, .. } = &item
+                && !crate::grants::may_reply(to.as_str())
+            {
+                // The sender chose this reply subject; the gateway's
+                // credentials must not carry a reply into the server's API.
+                self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = self.plugin.as_str(), reply_to = %to, "reply not sent: a reply subject in a $ namespace is refused");
+                continue;
+            }
             let result = match item {
                 Send::Publish(o) if o.headers.is_empty() => {
                     self.client.publish(o.subject, o.payload).await

@@ -150,7 +150,7 @@ struct Connection {
     initial_connected_seen: bool,
     /// The client is reconnecting on its own.
     client_reconnecting: bool,
-    /// Reconnect attempts refused for credentials since the last connect.
+    /// Reconnect attempts refused (credentials, TLS) since the last connect.
     auth_refusals: usize,
 }
 
@@ -527,12 +527,11 @@ impl Supervisor {
                 self.status.set_all_bindings(BindingState::Rebinding);
             }
             ClientEvent::GaveUp(reason) => return Some(Rebuild::Because(reason)),
-            ClientEvent::AuthRefused => {
+            ClientEvent::Refused(why) => {
                 // The client tries the servers in turn, least failed first:
                 // as many refusals in a row as servers means all refused.
                 conn.auth_refusals += 1;
                 let servers = self.config.nats.servers.len().max(1);
-                let why = connection::refused(&self.config.nats);
                 tracing::warn!(refusals = conn.auth_refusals, servers, "reconnect refused: {why}");
                 self.status.update(|s| s.last_error = Some(why.clone()));
                 if conn.auth_refusals >= servers {

@@ -1,7 +1,7 @@
 //! `wasmgate:plugin/publisher`: publishes are checked here, at once (subject
 //! syntax, the plugin's `publish_allow` under the reserved-namespace rules
-//! of `grants`, the server's max payload, the
-//! per-message limit), and held in the call's outbox; the dispatcher sends
+//! of `grants`, its headers, the server's max payload, the per-message
+//! limit), and held in the call's outbox; the dispatcher sends
 //! them in order only after `handle` returns `ok` (see `wit/publisher.wit`).
 //!
 //! [`PluginShared::check_publish`] is the one place these rules live: the
@@ -62,6 +62,20 @@ impl PluginShared {
                 "publish refused by publish_allow"
             );
             return refused(PublishError::Forbidden(denied.reason(subject)));
+        }
+        for (name, value) in headers {
+            match crate::grants::check_header(name, value) {
+                Ok(()) => {}
+                Err(crate::grants::HeaderDenied::Malformed(why)) => {
+                    return refused(PublishError::Unavailable(why));
+                }
+                Err(crate::grants::HeaderDenied::Reserved(why)) => {
+                    self.counters
+                        .publish_forbidden
+                        .fetch_add(1, Ordering::Relaxed);
+                    return refused(PublishError::Forbidden(why));
+                }
+            }
         }
         let max = self.max_payload.load(Ordering::Relaxed);
         if max > 0 {

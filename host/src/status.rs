@@ -82,6 +82,10 @@ pub struct BindingCounters {
     pub publish_failed: AtomicU64,
     /// JetStream messages dead-lettered and terminated.
     pub dead_lettered: AtomicU64,
+    /// Dead letters that could not be delivered (no PubAck in time, the
+    /// stream refused, the server could not say which stream captures the
+    /// subject): the message was nak'd and comes back.
+    pub dead_letter_failed: AtomicU64,
     /// Messages shed (core) or nak'd (JetStream) because the host was saturated.
     pub shed: AtomicU64,
     /// `handle-batch` calls that trapped or ran out of time, whose messages
@@ -113,6 +117,7 @@ pub struct BindingStatus {
     pub trapped: u64,
     pub publish_failed: u64,
     pub dead_lettered: u64,
+    pub dead_letter_failed: u64,
     pub shed: u64,
     pub batches_rerun: u64,
     pub batches: u64,
@@ -199,6 +204,7 @@ fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
             trapped: 0,
             publish_failed: 0,
             dead_lettered: 0,
+            dead_letter_failed: 0,
             shed: 0,
             batches_rerun: 0,
             batches: 0,
@@ -327,6 +333,7 @@ impl StatusHub {
             b.trapped = c.trapped.load(Ordering::Relaxed);
             b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
             b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
+            b.dead_letter_failed = c.dead_letter_failed.load(Ordering::Relaxed);
             b.shed = c.shed.load(Ordering::Relaxed);
             b.batches_rerun = c.batches_rerun.load(Ordering::Relaxed);
             b.batches = c.batches.load(Ordering::Relaxed);

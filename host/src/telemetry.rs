@@ -183,6 +183,7 @@ impl Collector for StatusCollector {
                 ("rejected", b.rejected),
                 ("trapped", b.trapped),
                 ("dead_lettered", b.dead_lettered),
+                ("dead_letter_failed", b.dead_letter_failed),
                 ("shed", b.shed),
             ] {
                 let mut labels = binding(b);

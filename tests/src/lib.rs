@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use wasmgate::config::{BindingConfig, Config, PluginConfig};
 
 pub mod auth;
+pub mod cluster;
 pub mod plugins;
 pub use plugins::{plugin_wasm, polyglot_wasm, repo_root};
 
@@ -281,6 +282,20 @@ pub fn test_config(servers: &[String]) -> Config {
     c
 }
 
+/// A JetStream binding table: the documented defaults with `create = true`,
+/// a 3 s `ack_wait`, a 100 ms nak delay and a 1 s heartbeat, so that tests
+/// see redeliveries quickly.
+pub fn js_config(stream: &str, consumer: &str) -> wasmgate::config::JetStreamConfig {
+    let text = format!("stream = \"{stream}\"\nconsumer = \"{consumer}\"\n");
+    let mut c: wasmgate::config::JetStreamConfig =
+        toml::from_str(&text).expect("minimal JetStream table parses");
+    c.create = true;
+    c.ack_wait = Duration::from_secs(3);
+    c.backoff = vec![Duration::from_millis(100)];
+    c.heartbeat = Duration::from_secs(1);
+    c
+}
+
 /// A plugin table with one binding per subject, for one of the Rust plugins
 /// (`wasm` is its crate name, see [`plugin_wasm`]).
 pub fn plugin(name: &str, wasm: &str, subjects: &[&str], config: &[(&str, &str)]) -> PluginConfig {
@@ -450,9 +465,8 @@ pub async fn assert_nothing_before_marker(
     );
 }
 
-/// A stream `DLQ` capturing `dlq.>`: a JetStream binding dead-letters with a
-/// JetStream publish and waits for its ack, so a test's dead-letter subject
-/// needs a stream behind it.
+/// A stream `DLQ` capturing `dlq.>`, for tests that keep their dead letters
+/// (the gateway then publishes them with JetStream and waits for the ack).
 pub async fn dead_letter_stream(js: &async_nats::jetstream::Context) {
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "DLQ".into(),

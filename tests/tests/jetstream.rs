@@ -14,17 +14,6 @@ use wasmgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn js_config(stream: &str, consumer: &str) -> JetStreamConfig {
-    // Start from the documented defaults, then make retries quick for tests.
-    let text = format!("stream = \"{stream}\"\nconsumer = \"{consumer}\"\n");
-    let mut c: JetStreamConfig = toml::from_str(&text).expect("minimal JetStream table parses");
-    c.create = true;
-    c.ack_wait = Duration::from_secs(3);
-    c.backoff = vec![Duration::from_millis(100)];
-    c.heartbeat = Duration::from_secs(1);
-    c
-}
-
 fn gateway_config(server: &NatsServer, js: JetStreamConfig) -> wasmgate::Config {
     gateway_config_with(server, js, "jsprobe")
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Dispatch, ERROR_HEADER, Source};
-use crate::jetstream::{JsBinding, Settle};
+use crate::jetstream::{JsBinding, Settle, Streams};
 use crate::runtime::Outgoing;
 use crate::status::BindingCounters;
 
@@ -52,7 +52,7 @@ pub(super) struct Output {
     counters: Arc<BindingCounters>,
     plugin: String,
     /// For settling JetStream messages.
-    js: Option<(Context, Arc<JsBinding>)>,
+    js: Option<(Context, Arc<Streams>, Arc<JsBinding>)>,
     stop: CancellationToken,
 }
 
@@ -63,7 +63,7 @@ impl Output {
             counters: d.counters.clone(),
             plugin: d.plugin.name().to_string(),
             js: match &d.source {
-                Source::JetStream(s) => Some((s.js.clone(), s.binding.clone())),
+                Source::JetStream(s) => Some((s.js.clone(), s.streams.clone(), s.binding.clone())),
                 Source::Core(_) => None,
             },
             stop: d.stop.clone(),
@@ -138,7 +138,7 @@ impl Output {
     }
 
     async fn settle(&self, msg: jetstream::Message, settle: Settle) {
-        let Some((js, binding)) = &self.js else {
+        let Some((js, streams, binding)) = &self.js else {
             return;
         };
         let result = match settle {
@@ -148,13 +148,16 @@ impl Output {
                 .await
                 .map_err(|e| anyhow::anyhow!("nak: {e}")),
             Settle::DeadLetter(reason) => {
-                match crate::jetstream::dead_letter(js, binding, &msg, &reason).await {
+                match crate::jetstream::dead_letter(streams, js, binding, &msg, &reason).await {
                     Ok(()) => {
                         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     }
                     Err(e) => {
                         // Keep the message: it comes back after the delay.
+                        self.counters
+                            .dead_letter_failed
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %crate::errors::anyhow_chain(&e), "dead-lettering failed; nak instead");
                         let delivered =
                             crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);

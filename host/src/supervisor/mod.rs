@@ -139,6 +139,8 @@ struct Connection {
     client: Client,
     /// The JetStream context of this client (re-created with it).
     js: async_nats::jetstream::Context,
+    /// Which streams capture which subjects, as this client learnt it.
+    streams: Arc<crate::jetstream::Streams>,
     events: mpsc::UnboundedReceiver<ClientEvent>,
     probe: Probe,
     /// Retires this connection's dispatch tasks.
@@ -401,12 +403,24 @@ impl Supervisor {
     async fn connect_and_bind(&self) -> anyhow::Result<Connection> {
         let (client, events) = connection::connect(&self.config, &self.status).await?;
         let probe = Probe::new(&client).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let streams = Arc::new(crate::jetstream::Streams::new(js.clone()));
+        let stop = CancellationToken::new();
+        if self.bindings.iter().any(|b| {
+            b.jetstream
+                .as_ref()
+                .is_some_and(|j| j.config.dead_letter.is_some())
+        }) {
+            // Not one of the dispatch tasks: it ends with the connection.
+            tokio::spawn(streams.clone().watch(stop.clone()));
+        }
         let mut conn = Connection {
-            js: async_nats::jetstream::new(client.clone()),
+            js,
+            streams,
             client,
             events,
             probe,
-            stop: CancellationToken::new(),
+            stop,
             tasks: TaskTracker::new(),
             bound: vec![false; self.bindings.len()],
             initial_connected_seen: false,
@@ -494,6 +508,8 @@ impl Supervisor {
             ClientEvent::Connected => {
                 conn.client_reconnecting = false;
                 conn.auth_refusals = 0;
+                // Streams may have come or gone while we were away.
+                conn.streams.forget_all();
                 // The client re-sent every SUB; one echo proves the server has them.
                 match conn
                     .probe

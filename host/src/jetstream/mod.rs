@@ -9,10 +9,14 @@
 //!
 //! Dead-lettering publishes the original payload and headers to
 //! `dead_letter` plus `Wasmgate-Original-Subject`, `Wasmgate-Stream`,
-//! `Wasmgate-Stream-Sequence`, `Wasmgate-Delivery-Count` and `Wasmgate-Reason`,
-//! through JetStream when a stream captures that subject (waiting for its
-//! ack), else as a core publish. If the publish fails the message is nak'd,
-//! not terminated, so nothing is lost.
+//! `Wasmgate-Stream-Sequence`, `Wasmgate-Delivery-Count` and `Wasmgate-Reason`.
+//! Which way is asked of [`streams::Streams`] first: when a stream captures
+//! that subject, as a JetStream publish whose PubAck is awaited at most
+//! [`DEAD_LETTER_ACK_WAIT`]; when none does, as one core publish (a plain
+//! subscriber gets it once, and nothing waits for an ack nobody sends). If
+//! the stream does not acknowledge in time, or the server cannot say which
+//! stream captures the subject, the message is nak'd, not terminated, so
+//! nothing is lost (`dead_letter_failed` counts it).
 //!
 //! async-nats recreates nothing when the server loses a durable consumer
 //! (nats.rs#1584): [`JsSource`] treats "consumer deleted", missed heartbeats
@@ -33,6 +37,15 @@ use crate::backoff::Backoff;
 use crate::config::{DeliverPolicy, JetStreamConfig, Storage};
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::status::{BindingState, StatusHub};
+
+pub mod streams;
+
+pub use streams::{Capture, Streams};
+
+/// The longest a dead letter's PubAck is awaited. The binding settles its
+/// messages in order, so this bounds how long one dead letter can hold the
+/// settlement of the messages after it.
+pub const DEAD_LETTER_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Headers added to a dead-lettered message.
 pub const DL_SUBJECT: &str = "Wasmgate-Original-Subject";
@@ -146,6 +159,8 @@ pub async fn declare(js: &Context, b: &JsBinding) -> anyhow::Result<PullConsumer
 /// Where a JetStream binding's messages come from; re-attaches itself.
 pub struct JsSource {
     pub js: Context,
+    /// Which streams capture what, for this connection's dead letters.
+    pub streams: Arc<Streams>,
     pub binding: Arc<JsBinding>,
     messages: pull::Stream,
     status: StatusHub,
@@ -156,6 +171,7 @@ impl JsSource {
     /// Declare the consumer and start pulling.
     pub async fn attach(
         js: Context,
+        streams: Arc<Streams>,
         binding: Arc<JsBinding>,
         status: StatusHub,
         index: usize,
@@ -163,6 +179,7 @@ impl JsSource {
         let messages = pull_stream(&js, &binding).await?;
         Ok(JsSource {
             js,
+            streams,
             binding,
             messages,
             status,
@@ -299,6 +316,7 @@ pub enum Settle {
 /// Dead-letter `msg` (if the binding has a dead-letter subject) and terminate
 /// it; nak instead if the dead-letter publish fails.
 pub async fn dead_letter(
+    streams: &Streams,
     js: &Context,
     b: &JsBinding,
     msg: &jetstream::Message,
@@ -313,7 +331,7 @@ pub async fn dead_letter(
             headers.insert(DL_DELIVERIES, info.delivered.to_string().as_str());
         }
         headers.insert(DL_REASON, reason.replace(['\r', '\n'], " ").as_str());
-        publish_dead_letter(js, subject, headers, msg.payload.clone()).await?;
+        publish_dead_letter(streams, js, subject, headers, msg.payload.clone()).await?;
     }
     msg.ack_with(AckKind::Term)
         .await
@@ -342,26 +360,42 @@ fn dead_letter_headers(original: Option<&HeaderMap>) -> HeaderMap {
 }
 
 async fn publish_dead_letter(
+    streams: &Streams,
     js: &Context,
     subject: &str,
     headers: HeaderMap,
     payload: bytes::Bytes,
 ) -> anyhow::Result<()> {
-    let ack = js
-        .publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("dead-letter publish to {subject}: {e}"))?;
-    match ack.await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
-            // No stream captures the subject: a core publish is all there is.
-            js.client()
-                .publish_with_headers(subject.to_string(), headers, payload)
-                .await
-                .map_err(|e| anyhow::anyhow!("dead-letter publish to {subject}: {e}"))
+    match streams.capturing(subject).await? {
+        Capture::None => js
+            .client()
+            .publish_with_headers(subject.to_string(), headers, payload)
+            .await
+            .map_err(|e| anyhow::anyhow!("dead-letter publish to {subject}: {e}")),
+        Capture::Stream(stream) => {
+            let acked = tokio::time::timeout(DEAD_LETTER_ACK_WAIT, async {
+                js.publish_with_headers(subject.to_string(), headers, payload)
+                    .await?
+                    .await
+            })
+            .await;
+            match acked {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => {
+                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                        // The stream went away since we asked: ask again next time.
+                        streams.forget(subject);
+                    }
+                    Err(anyhow::anyhow!(
+                        "dead-letter publish to {subject} (stream {stream}) failed: {}",
+                        crate::errors::chain(&e)
+                    ))
+                }
+                Err(_) => Err(anyhow::anyhow!(
+                    "dead-letter publish to {subject}: stream {stream} did not acknowledge \
+                     within {DEAD_LETTER_ACK_WAIT:?}"
+                )),
+            }
         }
-        Err(e) => Err(anyhow::anyhow!(
-            "dead-letter publish to {subject} not acknowledged: {e}"
-        )),
     }
 }

@@ -38,9 +38,6 @@ struct BatchLimit {
 pub(super) struct Batching {
     encoded: Batch,
     results: BatchResults,
-    /// Per JetStream message of the batch: its delivery count, read from
-    /// its ack subject once, when it is encoded.
-    delivered: Vec<u64>,
     limit: BatchLimit,
 }
 
@@ -49,7 +46,6 @@ impl Batching {
         Batching {
             encoded: plugin.new_batch(),
             results: BatchResults::default(),
-            delivered: Vec::with_capacity(BATCH),
             limit: BatchLimit::new(plugin.timeout()),
         }
     }
@@ -101,16 +97,20 @@ impl Dispatch {
         }
         let started = Instant::now();
         state.encoded.clear();
-        state.delivered.clear();
+        let names = match &self.source {
+            Source::JetStream(s) => Some((&s.binding.config.stream, &s.binding.config.consumer)),
+            Source::Core(_) => None,
+        };
         for msg in batch.iter() {
             match msg {
                 Incoming::Core(m) => state.encoded.push_nats(m),
                 Incoming::Js(m) => {
-                    let info = m.info().ok();
+                    let (stream, consumer) =
+                        names.expect("JetStream messages come from a JetStream source");
+                    let meta = m.meta.as_ref();
                     state
-                        .delivered
-                        .push(info.as_ref().map_or(1, |i| i.delivered.max(0) as u64));
-                    state.encoded.push_jetstream(m, info.as_ref());
+                        .encoded
+                        .push_jetstream(&m.msg.message, meta, stream, consumer);
                 }
             }
         }
@@ -159,7 +159,6 @@ impl Dispatch {
                     batch.clear();
                 } else {
                     // Owned: each is settled after the batch's output is sent.
-                    let mut delivered = state.delivered.iter();
                     for (msg, result) in batch.drain(..).zip(results) {
                         let outbox = (&mut publishes).take(result.publishes);
                         let Incoming::Js(msg) = msg else {
@@ -167,7 +166,7 @@ impl Dispatch {
                         };
                         let span = self.message_span(&msg.subject, msg.payload.len());
                         let _entered = span.enter();
-                        let delivered = delivered.next().copied().unwrap_or(1);
+                        let delivered = msg.delivered();
                         self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
                     }
                 }

@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::AckKind;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{Dispatch, Send, Source, to_wit};
-use crate::jetstream::Settle;
+use crate::jetstream::{JsMessage, Settle};
 use crate::plugin::{CallError, Instance, Outcome};
 use crate::runtime::Outgoing;
 
@@ -22,7 +22,7 @@ impl Dispatch {
         &self,
         rt: &Handle,
         instance: &mut Option<Instance>,
-        msg: Box<jetstream::Message>,
+        msg: Box<JsMessage>,
         batch_started: Instant,
         out: &mut Vec<Send>,
     ) {
@@ -35,9 +35,15 @@ impl Dispatch {
         }
         let ticker = self.keep_alive(rt, || msg.reply.clone().into_iter().collect());
 
-        let delivery = crate::jetstream::delivery_info(&msg);
-        let delivered = delivery.as_ref().map_or(1, |d| d.delivered);
-        let mut input = to_wit(msg.message.clone());
+        let delivery = match &self.source {
+            Source::JetStream(s) => {
+                let c = &s.binding.config;
+                msg.meta.map(|m| m.to_wit(&c.stream, &c.consumer))
+            }
+            Source::Core(_) => None,
+        };
+        let delivered = msg.delivered();
+        let mut input = to_wit(msg.msg.message.clone());
         // The reply subject of a JetStream message is its ack subject, not a requester.
         input.reply_to = None;
         let result = self.call(instance, &input, delivery);
@@ -89,7 +95,7 @@ impl Dispatch {
     /// before the ack.
     pub(super) fn js_outcome(
         &self,
-        msg: Box<jetstream::Message>,
+        msg: Box<JsMessage>,
         delivered: u64,
         result: Result<(Outcome, impl Iterator<Item = Outgoing>), CallError>,
         out: &mut Vec<Send>,
@@ -98,13 +104,6 @@ impl Dispatch {
             unreachable!("JetStream messages come from a JetStream source")
         };
         let binding = &source.binding;
-        let fail = |reason: String| {
-            if binding.is_last_delivery(delivered) {
-                Settle::DeadLetter(format!("max deliveries ({delivered}) reached: {reason}"))
-            } else {
-                Settle::Nak(binding.nak_delay(delivered))
-            }
-        };
         let settle = match result {
             Ok((Outcome::Ok(_), outbox)) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
@@ -115,18 +114,18 @@ impl Dispatch {
                 outbox.for_each(drop);
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, delivered, "handler asked for a retry");
-                fail(reason)
+                Settle::failed(binding, delivered, &reason)
             }
             Ok((Outcome::Reject(reason), outbox)) => {
                 outbox.for_each(drop);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, "handler rejected the message");
-                Settle::DeadLetter(format!("rejected: {reason}"))
+                Settle::rejected(&reason)
             }
             Err(e) => {
                 self.counters.trapped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, delivered, "handler failed; instance discarded");
-                fail(e.to_string())
+                Settle::failed(binding, delivered, &e.to_string())
             }
         };
         out.push(Send::Settle { msg, settle });

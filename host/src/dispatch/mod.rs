@@ -104,7 +104,7 @@ enum Step {
 /// a tenth of the dispatch thread's time.
 enum Incoming {
     Core(async_nats::Message),
-    Js(Box<async_nats::jetstream::Message>),
+    Js(Box<crate::jetstream::JsMessage>),
 }
 
 impl Dispatch {
@@ -284,11 +284,7 @@ impl Dispatch {
                 }
                 Incoming::Js(m) => {
                     let delay = match &self.source {
-                        Source::JetStream(js) => {
-                            let delivered =
-                                crate::jetstream::delivery_info(&m).map_or(1, |d| d.delivered);
-                            js.binding.nak_delay(delivered)
-                        }
+                        Source::JetStream(js) => js.binding.nak_delay(m.delivered()),
                         Source::Core(_) => None,
                     };
                     out.push(Send::Settle {

@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream::{self, AckKind, Context};
+use async_nats::jetstream::Context;
 use async_nats::{Client, HeaderMap};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Dispatch, ERROR_HEADER, Source};
-use crate::jetstream::{JsBinding, Settle, Streams};
+use crate::jetstream::{JsBinding, JsMessage, Settle, Streams};
 use crate::runtime::Outgoing;
 use crate::status::BindingCounters;
 
@@ -40,7 +40,7 @@ pub(super) enum Send {
     /// Boxed: a JetStream message is several times the size of the rest,
     /// and every publish of a batch moves through this type.
     Settle {
-        msg: Box<jetstream::Message>,
+        msg: Box<JsMessage>,
         settle: Settle,
     },
 }
@@ -137,37 +137,13 @@ impl Output {
         }
     }
 
-    async fn settle(&self, msg: jetstream::Message, settle: Settle) {
+    async fn settle(&self, msg: JsMessage, settle: Settle) {
         let Some((js, streams, binding)) = &self.js else {
             return;
         };
-        let result = match settle {
-            Settle::Ack => msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}")),
-            Settle::Nak(delay) => msg
-                .ack_with(AckKind::Nak(delay))
-                .await
-                .map_err(|e| anyhow::anyhow!("nak: {e}")),
-            Settle::DeadLetter(reason) => {
-                match crate::jetstream::dead_letter(streams, js, binding, &msg, &reason).await {
-                    Ok(()) => {
-                        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Keep the message: it comes back after the delay.
-                        self.counters
-                            .dead_letter_failed
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %crate::errors::anyhow_chain(&e), "dead-lettering failed; nak instead");
-                        let delivered =
-                            crate::jetstream::delivery_info(&msg).map_or(1, |d| d.delivered);
-                        msg.ack_with(AckKind::Nak(binding.nak_delay(delivered)))
-                            .await
-                            .map_err(|e| anyhow::anyhow!("nak: {e}"))
-                    }
-                }
-            }
-        };
+        let result =
+            crate::jetstream::settle::execute(streams, js, binding, msg, settle, &self.counters)
+                .await;
         if let Err(e) = result {
             self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(plugin = self.plugin.as_str(), error = %crate::errors::anyhow_chain(&e), "settling a JetStream message failed");

@@ -4,10 +4,10 @@
 //! guest's results without copying payloads (they are slices of the one
 //! buffer the call returned). The Rust SDK holds the guest's side.
 
-use async_nats::jetstream::message::Info as JsInfo;
 use bytes::{Buf, Bytes};
 
 use super::Outcome;
+use crate::jetstream::Meta;
 use crate::runtime::Outgoing;
 use crate::runtime::bindings::Message;
 
@@ -126,23 +126,27 @@ impl Batch {
     /// ack subject; written only in the 0.1.4 encoding). Its reply subject
     /// is its ack subject, not a requester: the guest sees none, as with
     /// `handle`.
-    pub fn push_jetstream(&mut self, msg: &async_nats::Message, info: Option<&JsInfo<'_>>) {
+    pub fn push_jetstream(
+        &mut self,
+        msg: &async_nats::Message,
+        meta: Option<&Meta>,
+        stream: &str,
+        consumer: &str,
+    ) {
         self.push_nats_as(msg, None);
         if !self.jetstream {
             return;
         }
-        match info {
+        match meta {
             None => self.u32(NONE),
-            Some(i) => {
-                self.str(i.stream);
-                self.str(i.consumer);
-                self.u64(i.stream_sequence);
-                self.u64(i.consumer_sequence);
-                self.u64(i.delivered.max(0) as u64);
-                self.u64(i.pending);
-                self.u64(crate::jetstream::unix_ms(
-                    i.published.unix_timestamp_nanos(),
-                ));
+            Some(m) => {
+                self.str(stream);
+                self.str(consumer);
+                self.u64(m.stream_sequence);
+                self.u64(m.consumer_sequence);
+                self.u64(m.delivered);
+                self.u64(m.pending);
+                self.u64(m.published_ms);
             }
         }
     }
@@ -401,18 +405,12 @@ mod tests {
             description: None,
             length: 0,
         };
-        let info = JsInfo {
-            domain: None,
-            acc_hash: None,
-            stream: "S",
-            consumer: "c",
+        let meta = Meta {
             stream_sequence: 41,
             consumer_sequence: 42,
             delivered: 3,
             pending: 9,
-            published: time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
-                .unwrap(),
-            token: None,
+            published_ms: 1_700_000_000_123,
         };
         let mut message = Vec::new();
         put(&mut message, b"in.a");
@@ -422,13 +420,13 @@ mod tests {
         put(&mut message, b"hi");
 
         let mut old = Batch::without_jetstream();
-        old.push_jetstream(&msg, Some(&info));
+        old.push_jetstream(&msg, Some(&meta), "S", "c");
         assert_eq!(old.encoded()[4..], message[..]);
         assert!(!old.asks_reply(0));
 
         let mut b = Batch::new();
-        b.push_jetstream(&msg, Some(&info));
-        b.push_jetstream(&msg, None);
+        b.push_jetstream(&msg, Some(&meta), "S", "c");
+        b.push_jetstream(&msg, None, "S", "c");
         let mut want = 2u32.to_le_bytes().to_vec();
         want.extend_from_slice(&message);
         put(&mut want, b"S");

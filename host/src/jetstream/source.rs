@@ -1,0 +1,144 @@
+//! Where a JetStream binding's messages come from: the consumer declared or
+//! found ([`super::declare`]), pulled in batches with an idle heartbeat, and
+//! re-attached with backoff when the server loses it. Each message is
+//! handed on with its delivery metadata read once ([`JsMessage`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::consumer::pull;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{JsBinding, JsMessage, Streams, declare};
+use crate::backoff::Backoff;
+use crate::status::{BindingState, StatusHub};
+
+/// Where a JetStream binding's messages come from; re-attaches itself.
+pub struct JsSource {
+    pub js: Context,
+    /// Which streams capture what, for this connection's dead letters.
+    pub streams: Arc<Streams>,
+    pub binding: Arc<JsBinding>,
+    messages: pull::Stream,
+    status: StatusHub,
+    index: usize,
+}
+
+impl JsSource {
+    /// Declare the consumer and start pulling.
+    pub async fn attach(
+        js: Context,
+        streams: Arc<Streams>,
+        binding: Arc<JsBinding>,
+        status: StatusHub,
+        index: usize,
+    ) -> anyhow::Result<JsSource> {
+        let messages = pull_stream(&js, &binding).await?;
+        Ok(JsSource {
+            js,
+            streams,
+            binding,
+            messages,
+            status,
+            index,
+        })
+    }
+
+    /// The next message; on a lost consumer or a broken pull, re-attach
+    /// (with backoff) and go on. `None` when `stop` fires first.
+    pub async fn next(&mut self, stop: &CancellationToken) -> Option<JsMessage> {
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                item = self.messages.next() => item,
+            };
+            let error = match item {
+                Some(Ok(msg)) => return Some(JsMessage::new(msg)),
+                Some(Err(e)) => e.to_string(),
+                None => "pull stream ended".to_string(),
+            };
+            if !self.recover(&error, stop).await {
+                return None;
+            }
+        }
+    }
+
+    /// A message only if one is ready now (to fill a batch).
+    pub fn try_next(&mut self) -> Option<JsMessage> {
+        use futures::FutureExt;
+        match self.messages.next().now_or_never() {
+            Some(Some(Ok(msg))) => Some(JsMessage::new(msg)),
+            _ => None,
+        }
+    }
+
+    async fn recover(&mut self, error: &str, stop: &CancellationToken) -> bool {
+        let c = &self.binding.config;
+        tracing::warn!(stream = %c.stream, consumer = %c.consumer, %error, "JetStream binding lost; re-attaching");
+        self.status.set_binding(
+            self.index,
+            BindingState::Rebinding,
+            Some(format!("{error}; re-attaching consumer {}", c.consumer)),
+        );
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            factor: 2.0,
+            jitter: 0.2,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                r = pull_stream(&self.js, &self.binding) => r,
+            };
+            match result {
+                Ok(messages) => {
+                    self.messages = messages;
+                    let note = if c.create {
+                        format!("re-declared consumer {} after: {error}", c.consumer)
+                    } else {
+                        format!("re-attached to consumer {} after: {error}", c.consumer)
+                    };
+                    tracing::info!(stream = %c.stream, consumer = %c.consumer, attempt, "JetStream binding restored");
+                    self.status
+                        .set_binding(self.index, BindingState::Bound, Some(note));
+                    return true;
+                }
+                Err(e) => {
+                    self.status.set_binding(
+                        self.index,
+                        BindingState::Rebinding,
+                        Some(format!(
+                            "{error}; re-attach attempt {attempt} failed: {}",
+                            crate::errors::anyhow_chain(&e)
+                        )),
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn pull_stream(js: &Context, b: &JsBinding) -> anyhow::Result<pull::Stream> {
+    let consumer = declare(js, b).await?;
+    let c = &b.config;
+    let batch = c.pull_batch.min(c.max_ack_pending as usize).max(1);
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(c.heartbeat)
+        .expires(c.heartbeat * 6)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling from consumer {}: {e}", c.consumer))
+}

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use wasmtime::{Store, Trap};
 
 use super::Plugin;
-use super::batch::{self, Batch, BatchResults};
+use super::codec::{self, Batch, BatchResults};
 use crate::runtime::bindings::wasmgate::plugin::delivery::JetstreamInfo;
 use crate::runtime::bindings::{BatchGuest, HandleError, HandlerGuest, Message};
 use crate::runtime::{HostState, Outgoing, describe_publish_error};
@@ -142,7 +142,7 @@ impl Instance {
         let out = export
             .call_handle_batch(&mut self.store, batch.encoded())
             .map_err(|e| self.call_error(e))?;
-        batch::decode(Bytes::from(out), batch.len(), results).map_err(CallError::Contract)?;
+        codec::decode(Bytes::from(out), batch.len(), results).map_err(CallError::Contract)?;
         let mut start = 0;
         for (i, result) in results.results.iter_mut().enumerate() {
             let publishes = &results.publishes[start..start + result.publishes];

@@ -34,11 +34,11 @@ use crate::config::{PluginConfig, PreopenConfig};
 use crate::runtime::bindings::{self, BatchIndices, HandlerIndices};
 use crate::runtime::{HostState, PluginCounters, PluginShared, Runtime};
 
-pub mod batch;
+pub mod codec;
 mod instance;
 mod slot;
 
-pub use batch::{Batch, BatchResult, BatchResults};
+pub use codec::{Batch, BatchResult, BatchResults};
 pub use instance::{CallError, Handled, Instance, Outcome};
 pub use slot::PluginSlot;
 

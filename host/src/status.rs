@@ -111,6 +111,11 @@ pub struct BindingStatus {
     pub state: BindingState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something about the binding's stream or consumer to look at that does
+    /// not stop it (a stream the gateway did not make that does not capture
+    /// the binding's subject); kept until the binding is declared again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub handled: u64,
     pub retried: u64,
     pub rejected: u64,
@@ -198,6 +203,7 @@ fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
             queue: b.queue.clone(),
             state: BindingState::Pending,
             error: None,
+            warning: None,
             handled: 0,
             retried: 0,
             rejected: 0,
@@ -355,6 +361,15 @@ impl StatusHub {
     }
 
     /// Set one binding's state and error.
+    /// Set or clear a binding's warning.
+    pub fn set_binding_warning(&self, index: usize, warning: Option<String>) {
+        self.update(|s| {
+            if let Some(b) = s.bindings.get_mut(index) {
+                b.warning = warning;
+            }
+        });
+    }
+
     pub fn set_binding(&self, index: usize, state: BindingState, error: Option<String>) {
         self.update(|s| {
             if let Some(b) = s.bindings.get_mut(index) {

@@ -106,6 +106,22 @@ pub fn matches(filter: &str, subject: &str) -> bool {
     }
 }
 
+/// Whether every subject `filter` matches is also matched by `pattern`: a
+/// stream with subject `pattern` captures all of a binding on `filter`.
+pub fn covers(pattern: &str, filter: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut f = filter.split('.');
+    loop {
+        match (p.next(), f.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b && a != "*" && a != ">" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// The next `.`-separated token of `rest`, as `str::split('.')` yields them.
 fn next_token<'a>(rest: &mut Option<&'a [u8]>) -> Option<&'a [u8]> {
     let r = rest.take()?;
@@ -169,6 +185,25 @@ mod tests {
         assert!(!matches("in.*", "in.a.b"));
         assert!(matches("a.b", "a.b"));
         assert!(!matches("a.b", "a.c"));
+    }
+
+    #[test]
+    fn covering_filters() {
+        assert!(covers(">", "in.>"));
+        assert!(covers("in.>", "in.>"));
+        assert!(covers("in.>", "in.a.*"));
+        assert!(covers("in.*", "in.a"));
+        assert!(covers("in.*", "in.*"));
+        assert!(covers("in.*.x", "in.a.x"));
+        assert!(!covers("in.*", "in.>"));
+        assert!(!covers("in.a", "in.*"));
+        assert!(!covers("in.>", "in"));
+        assert!(!covers("other.>", "in.>"));
+        assert!(!covers("in.a", "in.a.b"));
+        // Against matching: on concrete subjects covering is matching.
+        for (p, s) in [("in.*", "in.a"), ("in.>", "in.a.b"), ("a", "a"), ("a.*", "a.b.c")] {
+            assert_eq!(covers(p, s), matches(p, s), "{p} {s}");
+        }
     }
 
     /// The matcher before it walked bytes, kept as the reference.

@@ -504,10 +504,16 @@ pub struct JetStreamConfig {
     pub stream: String,
     /// The durable consumer's name; gateways sharing it share the work.
     pub consumer: String,
-    /// Declare the stream and consumer (create-or-update) at start, on every
-    /// reconnect, and whenever the server has lost them.
+    /// Create what is missing of the stream and consumer at start, on every
+    /// reconnect, and whenever the server has lost them. An existing stream
+    /// is never changed; an existing consumer only in the fields the binding
+    /// owns (`ack_wait`, `max_deliver`, `max_ack_pending`).
     #[serde(default)]
     pub create: bool,
+    /// Replicas of a stream `create` makes (a consumer it makes takes the
+    /// stream's).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
     /// Subjects of the stream when `create` makes it (default: the binding's subject).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stream_subjects: Vec<String>,
@@ -559,6 +565,10 @@ mod duration_list {
             .map(|d| d.into_inner())
             .collect())
     }
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 fn default_storage() -> Storage {

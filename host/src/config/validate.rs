@@ -311,6 +311,12 @@ fn jetstream(js: &JetStreamConfig, at: &str, p: &mut Problems) {
         }
     }
     p.positive(key("ack_wait"), js.ack_wait.is_zero());
+    if !(1..=5).contains(&js.replicas) {
+        p.bad(
+            key("replicas"),
+            format!("{} must be between 1 and 5", js.replicas),
+        );
+    }
     if js.max_ack_pending == 0 {
         p.bad(key("max_ack_pending"), "must be at least 1");
     }

@@ -12,8 +12,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy as JsDeliver, PullConsumer, pull};
+use async_nats::jetstream::consumer::{
+    self, AckPolicy, DeliverPolicy as JsDeliver, PullConsumer, pull,
+};
+use async_nats::jetstream::{self, Context};
 use async_nats::jetstream::stream::{self, StorageType};
 
 use crate::config::{DeliverPolicy, JetStreamConfig, Storage};
@@ -76,9 +78,29 @@ impl JsBinding {
         }
     }
 
+    /// Whether an existing consumer's config differs from the binding in a
+    /// field the binding owns.
+    fn owns_differently(&self, existing: &consumer::Config) -> bool {
+        let mut owned = existing.clone();
+        self.apply_owned(&mut owned);
+        owned.ack_wait != existing.ack_wait
+            || owned.max_deliver != existing.max_deliver
+            || owned.max_ack_pending != existing.max_ack_pending
+    }
+
+    /// Set the fields the binding owns (those the server lets a consumer
+    /// change) in `config`, leaving the rest as they are.
+    fn apply_owned(&self, config: &mut consumer::Config) {
+        let want = self.consumer_config();
+        config.ack_wait = want.ack_wait;
+        config.max_deliver = want.max_deliver;
+        config.max_ack_pending = want.max_ack_pending;
+    }
+
     fn stream_config(&self) -> stream::Config {
         let c = &self.config;
         stream::Config {
+            num_replicas: c.replicas,
             name: c.stream.clone(),
             subjects: if c.stream_subjects.is_empty() {
                 vec![self.subject.clone()]
@@ -96,36 +118,89 @@ impl JsBinding {
 
 /// Declare (with `create`) or look up the stream and consumer.
 pub async fn declare(js: &Context, b: &JsBinding) -> anyhow::Result<PullConsumer> {
+    declare_noting(js, b).await.map(|(consumer, _)| consumer)
+}
+
+/// [`declare`], and what an operator should know about the stream found
+/// (it is logged too).
+///
+/// With `create`, only what is missing is made. An existing stream is
+/// another's to manage (replicas, storage, retention, limits: an operator's
+/// R3 stream must not become R1 because the gateway has its own idea of
+/// it), so it is left as it is and only checked to capture the binding's
+/// subject. An existing consumer is updated in the fields the binding owns.
+pub async fn declare_noting(
+    js: &Context,
+    b: &JsBinding,
+) -> anyhow::Result<(PullConsumer, Option<String>)> {
     let c = &b.config;
     if c.create {
-        js.create_or_update_stream(b.stream_config())
-            .await
-            .map_err(|e| anyhow::anyhow!("declaring stream {}: {e}", c.stream))?;
-        let stream = js
-            .get_stream(&c.stream)
+        let mut warning = None;
+        let mut stream = match js.get_stream(&c.stream).await {
+            Ok(stream) => stream,
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                js.create_stream(b.stream_config())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", c.stream))?
+            }
+            Err(e) => return Err(anyhow::anyhow!("stream {}: {e}", c.stream)),
+        };
+        let info = stream
+            .info()
             .await
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", c.stream))?;
-        match stream.create_consumer(b.consumer_config()).await {
-            Ok(consumer) => Ok(consumer),
-            // An existing consumer with other settings: update what the server allows.
-            Err(create) => stream
-                .update_consumer(b.consumer_config())
+        let subjects = &info.config.subjects;
+        if !subjects.iter().any(|s| crate::subject::covers(s, &b.subject)) {
+            let note = format!(
+                "stream {} does not capture {} (its subjects: {}); it was left as it is",
+                c.stream,
+                b.subject,
+                subjects.join(", ")
+            );
+            tracing::warn!(stream = %c.stream, subject = %b.subject, "{note}");
+            warning = Some(note);
+        }
+        let consumer = match stream.get_consumer::<pull::Config>(&c.consumer).await {
+            Ok(existing) => {
+                let mut config = existing.cached_info().config.clone();
+                if b.owns_differently(&config) {
+                    b.apply_owned(&mut config);
+                    let config = <pull::Config as consumer::FromConsumer>::try_from_consumer_config(
+                        config,
+                    )
+                    .map_err(|e| anyhow::anyhow!("consumer {}: {e}", c.consumer))?;
+                    stream.update_consumer(config).await.map_err(|e| {
+                        anyhow::anyhow!("updating consumer {}: {e}", c.consumer)
+                    })?
+                } else {
+                    existing
+                }
+            }
+            Err(_) => stream
+                .create_consumer(b.consumer_config())
                 .await
                 .map_err(|e| {
-                    anyhow::anyhow!("declaring consumer {}: {create}; update: {e}", c.consumer)
-                }),
-        }
+                    // Most likely because of the mismatch: say so first.
+                    let why = warning.as_deref().map(|w| format!("{w}: ")).unwrap_or_default();
+                    anyhow::anyhow!("{why}creating consumer {}: {e}", c.consumer)
+                })?,
+        };
+        Ok((consumer, warning))
     } else {
         let stream = js
             .get_stream(&c.stream)
             .await
             .map_err(|e| anyhow::anyhow!("stream {} (create = false): {e}", c.stream))?;
-        stream.get_consumer(&c.consumer).await.map_err(|e| {
+        let consumer = stream.get_consumer(&c.consumer).await.map_err(|e| {
             anyhow::anyhow!(
                 "consumer {} on {} (create = false): {e}",
                 c.consumer,
                 c.stream
             )
-        })
+        })?;
+        Ok((consumer, None))
     }
 }

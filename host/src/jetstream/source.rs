@@ -11,7 +11,7 @@ use async_nats::jetstream::consumer::pull;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{JsBinding, JsMessage, Streams, declare};
+use super::{JsBinding, JsMessage, Streams, declare_noting};
 use crate::backoff::Backoff;
 use crate::status::{BindingState, StatusHub};
 
@@ -35,7 +35,8 @@ impl JsSource {
         status: StatusHub,
         index: usize,
     ) -> anyhow::Result<JsSource> {
-        let messages = pull_stream(&js, &binding).await?;
+        let (messages, warning) = pull_stream(&js, &binding).await?;
+        status.set_binding_warning(index, warning);
         Ok(JsSource {
             js,
             streams,
@@ -98,8 +99,9 @@ impl JsSource {
                 r = pull_stream(&self.js, &self.binding) => r,
             };
             match result {
-                Ok(messages) => {
+                Ok((messages, warning)) => {
                     self.messages = messages;
+                    self.status.set_binding_warning(self.index, warning);
                     let note = if c.create {
                         format!("re-declared consumer {} after: {error}", c.consumer)
                     } else {
@@ -129,8 +131,12 @@ impl JsSource {
     }
 }
 
-async fn pull_stream(js: &Context, b: &JsBinding) -> anyhow::Result<pull::Stream> {
-    let consumer = declare(js, b).await?;
+/// Declare and start pulling; the declaration's warning, if any, with it.
+async fn pull_stream(
+    js: &Context,
+    b: &JsBinding,
+) -> anyhow::Result<(pull::Stream, Option<String>)> {
+    let (consumer, warning) = declare_noting(js, b).await?;
     let c = &b.config;
     let batch = c.pull_batch.min(c.max_ack_pending as usize).max(1);
     consumer
@@ -140,5 +146,6 @@ async fn pull_stream(js: &Context, b: &JsBinding) -> anyhow::Result<pull::Stream
         .expires(c.heartbeat * 6)
         .messages()
         .await
+        .map(|messages| (messages, warning))
         .map_err(|e| anyhow::anyhow!("pulling from consumer {}: {e}", c.consumer))
 }

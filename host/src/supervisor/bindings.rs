@@ -149,8 +149,8 @@ impl Supervisor {
     }
 
     /// A new binding set from a config reload: stop the current workers
-    /// (after the message in hand), then bind the new set on the same client
-    /// and confirm it with a probe.
+    /// (after the message in hand), then bind the new set on the same client.
+    /// The machine then has a probe confirm it (`Event::Rebound`).
     pub(super) async fn rebind(&mut self, conn: &mut Connection, set: BindingSet) {
         tracing::info!(
             bindings = set.bindings.len(),
@@ -164,16 +164,6 @@ impl Supervisor {
         self.bindings = set.bindings;
         conn.bound = vec![false; self.bindings.len()];
         self.bind_missing(conn).await;
-        match conn
-            .probe
-            .round_trip(&conn.client, self.config.health.timeout)
-            .await
-        {
-            Ok(rtt) => self.mark_connected(conn, Some(rtt)),
-            Err(e) => {
-                tracing::warn!(error = %e, "new bindings not confirmed yet; the next health tick retries")
-            }
-        }
     }
 
     /// Stop this connection's workers and give it fresh tokens for new ones.

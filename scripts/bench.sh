@@ -10,7 +10,7 @@
 #   bash scripts/bench.sh --publish       # also copy results and chart to docs/bench/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nats=$(bash scripts/setup.sh | tail -n 1)
+nats=$(bash scripts/setup.sh | grep '^/' | head -n 1)
 export NATS_SERVER_BIN="$nats"
 echo "bench: building in release" >&2
 cargo build --release --locked --quiet -p wasmgate -p wasmgate-tests --bin wasmgate --bin bench

@@ -5,7 +5,7 @@
 # sends a message and a request through the plugin. Stops everything on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nats=$(bash scripts/setup.sh | tail -n 1)
+nats=$(bash scripts/setup.sh | grep '^/' | head -n 1)
 echo "demo: building the gateway" >&2
 cargo build --quiet -p wasmgate -p wasmgate-tests --bins
 

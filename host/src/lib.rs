@@ -3,7 +3,8 @@
 //! reconnect.
 //!
 //! - [`config`]: the TOML file, its defaults and validation.
-//! - [`supervisor`]: the one owner of the NATS client; health checks, backoff,
+//! - [`supervisor`]: the one owner of the NATS client (its state machine, a
+//!   value, in `supervisor::machine`); health checks, backoff,
 //!   reconnects, re-binding, callbacks (its docs hold the state machine).
 //! - [`health`]: the round-trip probe. [`backoff`]: the policy and retry loop.
 //! - [`runtime`] and [`plugin`]: wasmtime, the WIT host interfaces, loading

@@ -1,5 +1,5 @@
 //! JetStream, owned in one place: declaring (or finding) a binding's stream
-//! and durable pull consumer and pulling from it ([`source`]), each
+//! and durable pull consumer and pulling from it (`source`, [`JsSource`]), each
 //! message's delivery metadata, read once when it arrives ([`meta`]), what
 //! a handler's result means for the message and carrying it out
 //! ([`settle`]: ack, nak with delay, dead letter then term), and which

@@ -8,6 +8,9 @@
 //! `CARGO_BIN_EXE_wasmgate`; the server is started by a few lines of our
 //! own (the harness in `tests/src` needs that crate).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../tests/src/plugins.rs"]
 #[allow(dead_code)]
 mod plugins;

@@ -7,6 +7,9 @@
 //! `CARGO_BIN_EXE_wasmgate`, the binary cargo built for this very test run.
 //! They need no NATS server: `invoke` and `check` never connect.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../tests/src/plugins.rs"]
 #[allow(dead_code)]
 mod plugins;

@@ -282,13 +282,13 @@ async fn the_example_server_permissions_let_the_gateway_work_and_nothing_more() 
         .unwrap();
 
     let text = format!(
-        "[nats]\nservers = [\"{}\"]\n\
+        "[nats]\nservers = [\"nats://wasmgate:{gw_password}@127.0.0.1:{port}\"]\n\
          [[plugin]]\nname = \"core\"\npath = \"{wasm}\"\npublish_allow = [\"out.>\"]\n\
          [[plugin.binding]]\nsubject = \"in.>\"\n\
          [[plugin]]\nname = \"orders\"\npath = \"{wasm}\"\npublish_allow = [\"out.>\"]\n\
          [[plugin.binding]]\nsubject = \"orders.>\"\n\
          [plugin.binding.jetstream]\nstream = \"ORDERS\"\nconsumer = \"gw\"\n",
-        format!("nats://wasmgate:{gw_password}@127.0.0.1:{}", server.port),
+        port = server.port,
         wasm = plugin_wasm("uppercase").display(),
     );
     let parsed = wasmgate::Config::parse(&text, "inline").unwrap();

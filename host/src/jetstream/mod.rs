@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{
     self, AckPolicy, DeliverPolicy as JsDeliver, PullConsumer, pull,
 };
+use anyhow::Context as _;
 use async_nats::jetstream::{self, Context};
 use async_nats::jetstream::stream::{self, StorageType};
 
@@ -144,14 +145,14 @@ pub async fn declare_noting(
             {
                 js.create_stream(b.stream_config())
                     .await
-                    .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", c.stream))?
+                    .with_context(|| format!("creating stream {}", c.stream))?
             }
-            Err(e) => return Err(anyhow::anyhow!("stream {}: {e}", c.stream)),
+            Err(e) => return Err(e).with_context(|| format!("stream {}", c.stream)),
         };
         let info = stream
             .info()
             .await
-            .map_err(|e| anyhow::anyhow!("stream {}: {e}", c.stream))?;
+            .with_context(|| format!("stream {}", c.stream))?;
         let subjects = &info.config.subjects;
         if !subjects.iter().any(|s| crate::subject::covers(s, &b.subject)) {
             let note = format!(
@@ -171,10 +172,12 @@ pub async fn declare_noting(
                     let config = <pull::Config as consumer::FromConsumer>::try_from_consumer_config(
                         config,
                     )
-                    .map_err(|e| anyhow::anyhow!("consumer {}: {e}", c.consumer))?;
-                    stream.update_consumer(config).await.map_err(|e| {
-                        anyhow::anyhow!("updating consumer {}: {e}", c.consumer)
-                    })?
+                    .map_err(anyhow::Error::from_boxed)
+                    .with_context(|| format!("consumer {}", c.consumer))?;
+                    stream
+                        .update_consumer(config)
+                        .await
+                        .with_context(|| format!("updating consumer {}", c.consumer))?
                 } else {
                     existing
                 }
@@ -193,14 +196,12 @@ pub async fn declare_noting(
         let stream = js
             .get_stream(&c.stream)
             .await
-            .map_err(|e| anyhow::anyhow!("stream {} (create = false): {e}", c.stream))?;
-        let consumer = stream.get_consumer(&c.consumer).await.map_err(|e| {
-            anyhow::anyhow!(
-                "consumer {} on {} (create = false): {e}",
-                c.consumer,
-                c.stream
-            )
-        })?;
+            .with_context(|| format!("stream {} (create = false)", c.stream))?;
+        let consumer = stream
+            .get_consumer(&c.consumer)
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .with_context(|| format!("consumer {} on {} (create = false)", c.consumer, c.stream))?;
         Ok((consumer, None))
     }
 }

@@ -21,6 +21,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, Context};
 
@@ -65,6 +66,11 @@ impl Settle {
     }
 }
 
+/// async-nats's boxed error, its source kept, in the context of `what`.
+fn boxed(what: &'static str) -> impl FnOnce(async_nats::Error) -> anyhow::Error {
+    move |e| anyhow::Error::from_boxed(e).context(what)
+}
+
 /// Carry out `settle` for `msg`, counting dead letters and failures in
 /// `counters`. An error is a settlement the server did not take (the
 /// message comes back after `ack_wait`).
@@ -77,11 +83,11 @@ pub async fn execute(
     counters: &BindingCounters,
 ) -> anyhow::Result<()> {
     match settle {
-        Settle::Ack => msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}")),
+        Settle::Ack => msg.ack().await.map_err(boxed("ack")),
         Settle::Nak(delay) => msg
             .ack_with(AckKind::Nak(delay))
             .await
-            .map_err(|e| anyhow::anyhow!("nak: {e}")),
+            .map_err(boxed("nak")),
         Settle::DeadLetter(reason) => {
             match dead_letter(streams, js, binding, &msg, &reason).await {
                 Ok(()) => {
@@ -94,7 +100,7 @@ pub async fn execute(
                     tracing::error!(error = %crate::errors::anyhow_chain(&e), "dead-lettering failed; nak instead");
                     msg.ack_with(AckKind::Nak(binding.nak_delay(msg.delivered())))
                         .await
-                        .map_err(|e| anyhow::anyhow!("nak: {e}"))
+                        .map_err(boxed("nak"))
                 }
             }
         }
@@ -123,7 +129,7 @@ async fn dead_letter(
     }
     msg.ack_with(AckKind::Term)
         .await
-        .map_err(|e| anyhow::anyhow!("term: {e}"))
+        .map_err(boxed("term"))
 }
 
 /// The original headers a dead letter carries: all but the `Nats-*` ones
@@ -159,7 +165,7 @@ async fn publish_dead_letter(
             .client()
             .publish_with_headers(subject.to_string(), headers, payload)
             .await
-            .map_err(|e| anyhow::anyhow!("dead-letter publish to {subject}: {e}")),
+            .with_context(|| format!("dead-letter publish to {subject}")),
         Capture::Stream(stream) => {
             let acked = tokio::time::timeout(DEAD_LETTER_ACK_WAIT, async {
                 js.publish_with_headers(subject.to_string(), headers, payload)

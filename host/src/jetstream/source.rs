@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::pull;
 use futures::StreamExt;
@@ -147,5 +148,5 @@ async fn pull_stream(
         .messages()
         .await
         .map(|messages| (messages, warning))
-        .map_err(|e| anyhow::anyhow!("pulling from consumer {}: {e}", c.consumer))
+        .with_context(|| format!("pulling from consumer {}", c.consumer))
 }

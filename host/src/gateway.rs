@@ -28,15 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::plugin::Plugin;
-use crate::reload::{Catalog, ReloadReport};
+use crate::reload::{Catalog, ReloadReport, Reloader};
 use crate::runtime::Runtime;
 use crate::status::{Status, StatusHub};
-use crate::supervisor::{Callbacks, Command, ReconnectEvent, Supervisor};
+use crate::supervisor::{Callbacks, ReconnectEvent, Supervisor};
 
 /// A running gateway.
 pub struct Gateway {
-    catalog: Arc<tokio::sync::Mutex<Catalog>>,
-    commands: mpsc::UnboundedSender<Command>,
+    reloader: Reloader,
     status: StatusHub,
     callbacks: Callbacks,
     current: watch::Receiver<Option<Client>>,
@@ -102,8 +101,7 @@ impl Gateway {
             tokio::spawn(async move { supervisor.run().await.map_err(anyhow::Error::from) });
 
         Ok(Gateway {
-            catalog: Arc::new(tokio::sync::Mutex::new(catalog)),
-            commands,
+            reloader: Reloader::new(catalog, commands, status.clone()),
             status,
             callbacks,
             current,
@@ -122,7 +120,7 @@ impl Gateway {
 
     /// The running version of a plugin: its publish counters and how it was compiled.
     pub async fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.catalog.lock().await.plugin(name)
+        self.reloader.plugin(name).await
     }
 
     /// A receiver that wakes on every status change (state, bindings, errors).
@@ -178,57 +176,29 @@ impl Gateway {
     /// is re-bound on the current connection. `[nats]`, `[health]`,
     /// `[reconnect]`, `[http]` and `[runtime]` changes need a restart and are
     /// reported in `needs_restart`.
-    pub async fn reload(&self, mut config: Config) -> anyhow::Result<ReloadReport> {
-        let mut catalog = self.catalog.lock().await;
-        let result = config
-            .move_url_credentials("config")
-            .and_then(|()| config.validate("config"))
-            .map_err(anyhow::Error::from)
-            .and_then(|()| catalog.reload(config));
-        self.finish_reload(&catalog, result).await
+    pub async fn reload(&self, config: Config) -> anyhow::Result<ReloadReport> {
+        self.reloader.reload(config).await
     }
 
     /// Reload one plugin's `.wasm` from its file (the old version stays on error).
     pub async fn reload_plugin(&self, name: &str) -> anyhow::Result<ReloadReport> {
-        let mut catalog = self.catalog.lock().await;
-        let result = catalog.reload_plugin(name).map(|_| {
-            (
-                ReloadReport {
-                    swapped: vec![name.to_string()],
-                    ..Default::default()
-                },
-                None,
-            )
-        });
-        self.finish_reload(&catalog, result).await
+        self.reloader.reload_plugin(name).await
     }
 
     /// Reload the config file at `path` (what SIGHUP does).
     pub async fn reload_file(&self, path: &std::path::Path) -> anyhow::Result<ReloadReport> {
-        self.reloader().reload_file(path).await
+        self.reloader.reload_file(path).await
     }
 
     /// Watch the config file and every plugin's `.wasm` and reload on change
     /// (debounced). Runs until the gateway stops.
     pub fn watch(&self, config_path: std::path::PathBuf) -> anyhow::Result<()> {
-        crate::reload::watch(self.reloader(), config_path, self.stop.clone())
+        self.reloader.watch(config_path, self.stop.clone())
     }
 
     /// A handle that reloads this gateway from other tasks (a SIGHUP handler).
-    pub fn reloader(&self) -> crate::reload::Reloader {
-        crate::reload::Reloader {
-            catalog: self.catalog.clone(),
-            commands: self.commands.clone(),
-            status: self.status.clone(),
-        }
-    }
-
-    async fn finish_reload(
-        &self,
-        catalog: &Catalog,
-        result: anyhow::Result<(ReloadReport, Option<crate::supervisor::BindingSet>)>,
-    ) -> anyhow::Result<ReloadReport> {
-        self.reloader().finish(catalog, result).await
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Where the status endpoints listen (useful with port 0).

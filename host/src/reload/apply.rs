@@ -1,0 +1,132 @@
+//! Applying a reload to the catalog: diffing the running config against a
+//! new one, loading what changed before touching anything (so a bad plugin
+//! refuses the whole reload), then swapping plugins into their slots and
+//! building a new binding set only when the bindings changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::catalog::{Catalog, Loaded, stamp};
+use crate::config::{BindingConfig, Config, PluginConfig};
+use crate::plugin::Plugin;
+use crate::supervisor::BindingSet;
+
+/// A reload's effect, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Plugins whose new version was swapped in.
+    pub swapped: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Whether the binding set changed (the supervisor re-binds).
+    pub rebound: bool,
+    /// Changed settings outside plugins, which need a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// What the catalog hands back from a reload: the report, and the binding
+/// set the supervisor has to re-bind to when the bindings changed.
+pub(super) type Applied = (ReloadReport, Option<BindingSet>);
+
+impl Catalog {
+    /// Reload one plugin's component from its file; the old one stays on error.
+    pub fn reload_plugin(&mut self, name: &str) -> anyhow::Result<u64> {
+        let loaded = self
+            .plugins
+            .get_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
+        let plugin = Plugin::load(&self.runtime, &loaded.config, self.max_payload.clone())?;
+        loaded.stamp = stamp(&loaded.config.path);
+        let version = loaded.slot.swap(Arc::new(plugin));
+        tracing::info!(plugin = name, version, "plugin reloaded");
+        Ok(version)
+    }
+
+    /// Apply a new config: load what changed first (all or nothing), then
+    /// swap changed plugins and, if the bindings changed, return the new set.
+    pub fn reload(&mut self, new: Config) -> anyhow::Result<(ReloadReport, Option<BindingSet>)> {
+        let mut report = ReloadReport {
+            needs_restart: restart_sections(&self.config, &new),
+            ..Default::default()
+        };
+
+        // Every load happens before the first swap: a `?` here leaves the
+        // catalog exactly as it was.
+        let mut fresh: BTreeMap<String, (PluginConfig, Option<Plugin>)> = BTreeMap::new();
+        for p in &new.plugins {
+            let unchanged = self.plugins.get(&p.name).is_some_and(|l| {
+                without_bindings(&l.config) == without_bindings(p) && l.stamp == stamp(&p.path)
+            });
+            let plugin = if unchanged {
+                None
+            } else {
+                Some(Plugin::load(&self.runtime, p, self.max_payload.clone())?)
+            };
+            fresh.insert(p.name.clone(), (p.clone(), plugin));
+        }
+
+        let old_bindings = binding_defs(&self.config);
+        let new_bindings = binding_defs(&new);
+        report.removed = self
+            .plugins
+            .keys()
+            .filter(|n| !fresh.contains_key(*n))
+            .cloned()
+            .collect();
+        self.plugins.retain(|n, _| fresh.contains_key(n));
+        for (name, (config, plugin)) in fresh {
+            match (self.plugins.get_mut(&name), plugin) {
+                (Some(loaded), Some(plugin)) => {
+                    loaded.slot.swap(Arc::new(plugin));
+                    loaded.stamp = stamp(&config.path);
+                    loaded.config = config;
+                    report.swapped.push(name);
+                }
+                (Some(loaded), None) => loaded.config = config,
+                (None, Some(plugin)) => {
+                    self.plugins
+                        .insert(name.clone(), Loaded::new(config, plugin));
+                    report.added.push(name);
+                }
+                (None, None) => unreachable!("a new plugin is always loaded"),
+            }
+        }
+        self.config = new;
+        report.rebound = old_bindings != new_bindings;
+        let set = report.rebound.then(|| self.binding_set());
+        Ok((report, set))
+    }
+}
+
+/// The sections read only at start: the connection, its health checks and
+/// reconnect policy, the HTTP listener and the WebAssembly engine.
+fn restart_sections(old: &Config, new: &Config) -> Vec<String> {
+    [
+        ("nats", old.nats != new.nats),
+        ("health", old.health != new.health),
+        ("reconnect", old.reconnect != new.reconnect),
+        ("http", old.http != new.http),
+        ("runtime", old.runtime != new.runtime),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
+}
+
+/// A plugin's settings apart from its bindings: a binding-only change
+/// re-binds without reloading the component.
+fn without_bindings(p: &PluginConfig) -> PluginConfig {
+    PluginConfig {
+        bindings: Vec::new(),
+        ..p.clone()
+    }
+}
+
+/// What decides the binding set: each plugin's bindings and worker count.
+fn binding_defs(c: &Config) -> Vec<(String, usize, Vec<BindingConfig>)> {
+    c.plugins
+        .iter()
+        .map(|p| (p.name.clone(), p.concurrency, p.bindings.clone()))
+        .collect()
+}

@@ -261,8 +261,7 @@ impl CompileCache {
         // unsafe block of the host.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, artifact) };
-        component
-            .map_err(|e| format!("refused by wasmtime: {e:#}"))
+        component.map_err(|e| format!("refused by wasmtime: {e:#}"))
     }
 
     /// Remove the least recently used entries until this engine's folder

@@ -69,9 +69,10 @@ impl ConnectFailure {
 
 /// Whether an error (anywhere in an anyhow chain) is a permanent connect failure.
 pub fn is_permanent(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|e| e.downcast_ref::<ConnectFailure>().is_some_and(|f| f.permanent))
+    error.chain().any(|e| {
+        e.downcast_ref::<ConnectFailure>()
+            .is_some_and(|f| f.permanent)
+    })
 }
 
 fn is_auth_kind(text: &str) -> bool {
@@ -227,7 +228,10 @@ fn describe(e: &async_nats::ConnectError, n: &NatsConfig) -> ConnectFailure {
 
 /// What a refused reconnect means, in the same words as a refused connect.
 pub fn refused(n: &NatsConfig) -> String {
-    format!("authorization violation: the server refused {}", credentials(n))
+    format!(
+        "authorization violation: the server refused {}",
+        credentials(n)
+    )
 }
 
 /// The credentials `n` presents, named by their keys (never their values).
@@ -303,8 +307,9 @@ fn tls_hint(e: &async_nats::rustls::Error, n: &NatsConfig) -> String {
                 "the server's certificate is not signed by nats.tls.ca {}",
                 ca.display()
             ),
-            None => "the server's certificate is not signed by a system root; set nats.tls.ca"
-                .into(),
+            None => {
+                "the server's certificate is not signed by a system root; set nats.tls.ca".into()
+            }
         },
         Error::InvalidCertificate(_) => format!("the server's certificate; {}", tls_settings(n)),
         Error::AlertReceived(
@@ -313,8 +318,9 @@ fn tls_hint(e: &async_nats::rustls::Error, n: &NatsConfig) -> String {
             | AlertDescription::UnknownCA
             | AlertDescription::HandshakeFailure,
         ) => match &t.cert {
-            None => "the server wants a client certificate: set nats.tls.cert and nats.tls.key"
-                .into(),
+            None => {
+                "the server wants a client certificate: set nats.tls.cert and nats.tls.key".into()
+            }
             Some(cert) => format!(
                 "the server refused the client certificate nats.tls.cert {}",
                 cert.display()

@@ -22,7 +22,9 @@ pub fn anyhow_chain(e: &anyhow::Error) -> String {
 fn join(texts: impl Iterator<Item = String>) -> String {
     let mut parts: Vec<String> = Vec::new();
     for text in texts {
-        let shown = parts.last().is_some_and(|prev| prev.contains(text.as_str()));
+        let shown = parts
+            .last()
+            .is_some_and(|prev| prev.contains(text.as_str()));
         if !shown && !text.is_empty() {
             parts.push(text);
         }
@@ -76,7 +78,10 @@ mod tests {
             "authorization violation: nats: authorization violation",
             Some(Box::new(inner)),
         );
-        assert_eq!(chain(&outer), "authorization violation: nats: authorization violation");
+        assert_eq!(
+            chain(&outer),
+            "authorization violation: nats: authorization violation"
+        );
 
         let e = anyhow::Error::new(E("connection refused", None)).context("connecting to nats");
         assert_eq!(anyhow_chain(&e), "connecting to nats: connection refused");

@@ -97,10 +97,7 @@ pub fn check(patterns: &[String], subject: &str) -> Result<(), Denied> {
     // The common case first: a subject outside every reserved namespace.
     let reserved = reserved_namespace(subject);
     if reserved.is_none() {
-        return if patterns
-            .iter()
-            .any(|p| crate::subject::matches(p, subject))
-        {
+        return if patterns.iter().any(|p| crate::subject::matches(p, subject)) {
             Ok(())
         } else {
             Err(Denied::NotGranted)
@@ -249,8 +246,18 @@ mod tests {
     #[test]
     fn no_wildcard_form_reaches_a_reserved_namespace() {
         let wildcards = [
-            ">", "*", "*.>", "*.*", "*.*.>", "*.*.*", "*.*.*.*", "*.*.*.*.*", "*.*.*.*.>",
-            "*.API.>", "*.b.k", "*.REQ.SERVER.PING",
+            ">",
+            "*",
+            "*.>",
+            "*.*",
+            "*.*.>",
+            "*.*.*",
+            "*.*.*.*",
+            "*.*.*.*.*",
+            "*.*.*.*.>",
+            "*.API.>",
+            "*.b.k",
+            "*.REQ.SERVER.PING",
         ];
         for subject in RESERVED {
             for w in wildcards {
@@ -281,13 +288,28 @@ mod tests {
 
     #[test]
     fn wildcards_still_reach_everything_else() {
-        for subject in ["out.x", "a", "JS.API.x", "x.$JS.API", "INBOX.x", "_INBOXES.x", "$"] {
+        for subject in [
+            "out.x",
+            "a",
+            "JS.API.x",
+            "x.$JS.API",
+            "INBOX.x",
+            "_INBOXES.x",
+            "$",
+        ] {
             let expect_ok = !subject.starts_with('$');
-            assert_eq!(check(&grant(&[">"]), subject).is_ok(), expect_ok, "{subject}");
+            assert_eq!(
+                check(&grant(&[">"]), subject).is_ok(),
+                expect_ok,
+                "{subject}"
+            );
         }
         assert!(check(&grant(&["*.$JS"]), "x.$JS").is_ok());
         assert!(check(&grant(&["out.*"]), "out.x").is_ok());
-        assert_eq!(check(&grant(&["out.*"]), "out.x.y"), Err(Denied::NotGranted));
+        assert_eq!(
+            check(&grant(&["out.*"]), "out.x.y"),
+            Err(Denied::NotGranted)
+        );
         assert_eq!(check(&grant(&[]), "out.x"), Err(Denied::NotGranted));
     }
 
@@ -315,7 +337,10 @@ mod tests {
         for g in [&[">"][..], &["$JS.>"], &["$JS.ACK.>"], &["$JS.*.>"], &[ack]] {
             assert_eq!(check(&grant(g), ack), Err(Denied::Settlement), "{g:?}");
         }
-        assert_eq!(check(&grant(&["$JS.>"]), "$JS.ACK"), Err(Denied::Settlement));
+        assert_eq!(
+            check(&grant(&["$JS.>"]), "$JS.ACK"),
+            Err(Denied::Settlement)
+        );
         // Only the ACK token itself: a stream API subject is not settlement.
         assert!(check(&grant(&["$JS.>"]), "$JS.ACKS.x").is_ok());
         assert!(check(&grant(&["$JS.>"]), "$JS.API.INFO").is_ok());
@@ -330,7 +355,10 @@ mod tests {
             namespace: "$JS".into(),
         }
         .reason("$JS.API.INFO");
-        assert!(r.starts_with("$JS.API.INFO: $JS is a reserved namespace"), "{r}");
+        assert!(
+            r.starts_with("$JS.API.INFO: $JS is a reserved namespace"),
+            "{r}"
+        );
         assert_eq!(Denied::NotGranted.reason("secret.x"), "secret.x");
     }
 
@@ -348,13 +376,27 @@ mod tests {
         assert_eq!(check_header("X-Trace", "abc"), Ok(()));
         assert_eq!(check_header("Nats-Msg-Id", "in-1"), Ok(()));
         assert_eq!(check_header("Nats-Expected-Stream", "OUT"), Ok(()));
-        for reserved in ["Nats-Rollup", "nats-rollup", "Nats-Schedule", "Nats-Schedule-Target"] {
+        for reserved in [
+            "Nats-Rollup",
+            "nats-rollup",
+            "Nats-Schedule",
+            "Nats-Schedule-Target",
+        ] {
             assert!(
-                matches!(check_header(reserved, "all"), Err(HeaderDenied::Reserved(_))),
+                matches!(
+                    check_header(reserved, "all"),
+                    Err(HeaderDenied::Reserved(_))
+                ),
                 "{reserved}"
             );
         }
-        for (name, value) in [("a:b", "x"), ("", "x"), ("ä", "x"), ("a\nb", "x"), ("ok", "x\r\ny")] {
+        for (name, value) in [
+            ("a:b", "x"),
+            ("", "x"),
+            ("ä", "x"),
+            ("a\nb", "x"),
+            ("ok", "x\r\ny"),
+        ] {
             assert!(
                 matches!(check_header(name, value), Err(HeaderDenied::Malformed(_))),
                 "{name:?}: {value:?}"

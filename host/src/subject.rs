@@ -201,7 +201,12 @@ mod tests {
         assert!(!covers("other.>", "in.>"));
         assert!(!covers("in.a", "in.a.b"));
         // Against matching: on concrete subjects covering is matching.
-        for (p, s) in [("in.*", "in.a"), ("in.>", "in.a.b"), ("a", "a"), ("a.*", "a.b.c")] {
+        for (p, s) in [
+            ("in.*", "in.a"),
+            ("in.>", "in.a.b"),
+            ("a", "a"),
+            ("a.*", "a.b.c"),
+        ] {
             assert_eq!(covers(p, s), matches(p, s), "{p} {s}");
         }
     }

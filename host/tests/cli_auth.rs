@@ -64,7 +64,9 @@ impl Server {
         let conf = dir.path().join("server.conf");
         std::fs::write(
             &conf,
-            format!("authorization {{ users = [ {{ user: {USER}, password: \"{PASSWORD}\" }} ] }}\n"),
+            format!(
+                "authorization {{ users = [ {{ user: {USER}, password: \"{PASSWORD}\" }} ] }}\n"
+            ),
         )
         .unwrap();
         let port = free_port();
@@ -77,7 +79,10 @@ impl Server {
             .expect("start nats-server");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not open port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not open port {port}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Server {
@@ -174,7 +179,10 @@ fn assert_refused(out: &Output, want: &str, secrets: &[&str]) {
     assert_eq!(out.status.code(), Some(1), "{all}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Log lines (trace here) go to stderr too; the error is the one unprefixed line.
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors, [format!("error: {want}")]);
 }
 
@@ -191,7 +199,11 @@ fn refused_starts_exit_1_with_one_line_and_no_secret_at_trace() {
         &format!("[nats]\nservers = [\"nats://{USER}:{wrong}@127.0.0.1:{port}\"]"),
         "",
     );
-    let out = wait(run(&cfg).spawn().unwrap(), dir.path(), Duration::from_secs(30));
+    let out = wait(
+        run(&cfg).spawn().unwrap(),
+        dir.path(),
+        Duration::from_secs(30),
+    );
     assert_refused(
         &out,
         "cannot connect to NATS: authorization violation: the server refused nats.auth.user \
@@ -231,7 +243,11 @@ fn refused_starts_exit_1_with_one_line_and_no_secret_at_trace() {
         ),
         "",
     );
-    let out = wait(run(&cfg).spawn().unwrap(), dir.path(), Duration::from_secs(30));
+    let out = wait(
+        run(&cfg).spawn().unwrap(),
+        dir.path(),
+        Duration::from_secs(30),
+    );
     assert_refused(
         &out,
         &format!(
@@ -268,7 +284,11 @@ fn cfg_with_unset_var(dir: &Path, port: u16) -> PathBuf {
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -294,7 +314,10 @@ fn an_accepted_run_at_trace_shows_no_secret() {
         if ready {
             break;
         }
-        assert!(Instant::now() < deadline, "the gateway did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = http_get(&http, "/status").unwrap();

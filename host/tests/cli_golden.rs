@@ -241,7 +241,11 @@ fn check_warns_of_wide_and_reserved_grants() {
     let warnings: Vec<&str> = got.lines().filter(|l| l.contains(": warning: ")).collect();
     assert_eq!(warnings.len(), 2, "{got}");
     assert!(warnings[0].starts_with("plugin \"anywhere\": warning: publish_allow = \">\""));
-    assert!(warnings[1].starts_with("plugin \"settings-writer\": warning: publish_allow[1] \"$KV.settings.>\""));
+    assert!(
+        warnings[1].starts_with(
+            "plugin \"settings-writer\": warning: publish_allow[1] \"$KV.settings.>\""
+        )
+    );
 }
 
 #[test]

@@ -60,9 +60,14 @@ impl Config {
         };
         resolve(&mut config.runtime.cache_dir);
         let (auth, tls) = (&mut config.nats.auth, &mut config.nats.tls);
-        for path in [&mut auth.creds_file, &mut tls.ca, &mut tls.cert, &mut tls.key]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut auth.creds_file,
+            &mut tls.ca,
+            &mut tls.cert,
+            &mut tls.key,
+        ]
+        .into_iter()
+        .flatten()
         {
             resolve(path);
         }
@@ -218,11 +223,16 @@ mod tests {
         ];
         for text in cases {
             let err = Config::parse(text, "t.toml").unwrap_err().to_string();
-            assert!(!err.contains("hunter2") && !err.contains("12345678"), "{err}");
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
             assert!(err.contains("line "), "{err}");
         }
         // Elsewhere toml's own message, with its snippet, stays.
-        let err = Config::parse("[health]\ninterval = 5\n", "t.toml").unwrap_err().to_string();
+        let err = Config::parse("[health]\ninterval = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key `health.interval`"), "{err}");
         assert!(!err.contains("not shown"), "{err}");
     }

@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn expands_names_whole_and_embedded() {
         assert_eq!(expand("${GW_TOKEN}", &env), Ok(Some("s3cr3t-token".into())));
-        assert_eq!(expand("${DIR}/ca.pem", &env), Ok(Some("/etc/gw/ca.pem".into())));
+        assert_eq!(
+            expand("${DIR}/ca.pem", &env),
+            Ok(Some("/etc/gw/ca.pem".into()))
+        );
         assert_eq!(expand("plain", &env), Ok(None));
         assert_eq!(expand("a$b", &env), Ok(None));
         assert_eq!(
@@ -242,11 +245,25 @@ mod tests {
             Err("environment variable MISSING is not set".into())
         );
         assert!(expand("${GW_TOKEN", &env).unwrap_err().contains("closing"));
-        assert!(expand("${}", &env).unwrap_err().contains("not followed by an environment"));
-        assert!(!expand("${s3cr3t pass}", &env).unwrap_err().contains("s3cr3t"));
+        assert!(
+            expand("${}", &env)
+                .unwrap_err()
+                .contains("not followed by an environment")
+        );
+        assert!(
+            !expand("${s3cr3t pass}", &env)
+                .unwrap_err()
+                .contains("s3cr3t")
+        );
         assert!(expand("${9X}", &env).is_err());
-        assert_eq!(expand("a$${GW_TOKEN}b", &env), Ok(Some("a${GW_TOKEN}b".into())));
-        assert_eq!(expand("$${DIR}/${DIR}", &env), Ok(Some("${DIR}//etc/gw".into())));
+        assert_eq!(
+            expand("a$${GW_TOKEN}b", &env),
+            Ok(Some("a${GW_TOKEN}b".into()))
+        );
+        assert_eq!(
+            expand("$${DIR}/${DIR}", &env),
+            Ok(Some("${DIR}//etc/gw".into()))
+        );
     }
 
     #[test]
@@ -259,7 +276,10 @@ mod tests {
         let problems = expand_env(&mut c, &env);
         assert_eq!(c.nats.auth.token.as_ref().unwrap().expose(), "s3cr3t-token");
         assert_eq!(c.nats.servers, ["nats://gw:s3cr3t-token@h:4222"]);
-        assert_eq!(c.nats.tls.ca.as_deref(), Some(std::path::Path::new("/etc/gw/ca.pem")));
+        assert_eq!(
+            c.nats.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/gw/ca.pem"))
+        );
         assert_eq!(
             problems,
             vec![Problem {
@@ -280,7 +300,11 @@ mod tests {
         assert!(move_url_credentials(&mut c).is_empty());
         assert_eq!(
             c.nats.servers,
-            ["nats://127.0.0.1:4333", "nats://127.0.0.1:4334", "127.0.0.1:4335"]
+            [
+                "nats://127.0.0.1:4333",
+                "nats://127.0.0.1:4334",
+                "127.0.0.1:4335"
+            ]
         );
         assert_eq!(c.nats.auth.user.as_deref(), Some("gw"));
         assert_eq!(c.nats.auth.password.as_ref().unwrap().expose(), "p@ss");
@@ -322,7 +346,11 @@ mod tests {
         c.nats.auth.token = Some(Secret::new("token-2"));
         c.nats.auth.password = Some(Secret::new("password-3"));
         c.nats.auth.nkey_seed = Some(Secret::new("SUAKseed4"));
-        let shown = format!("{c:?} {c:#?} {} {:?}", c.nats.auth.token.as_ref().unwrap(), c.nats);
+        let shown = format!(
+            "{c:?} {c:#?} {} {:?}",
+            c.nats.auth.token.as_ref().unwrap(),
+            c.nats
+        );
         for secret in ["url-pass-1", "token-2", "password-3", "SUAKseed4"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }

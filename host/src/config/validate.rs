@@ -159,7 +159,11 @@ fn credentials(n: &NatsConfig, p: &mut Problems) {
         p.bad("nats.auth.user", "is empty");
     }
     let files = [
-        ("nats.auth.creds_file", &a.creds_file, &["NATS USER JWT", "USER NKEY SEED"][..]),
+        (
+            "nats.auth.creds_file",
+            &a.creds_file,
+            &["NATS USER JWT", "USER NKEY SEED"][..],
+        ),
         ("nats.tls.ca", &n.tls.ca, &["CERTIFICATE"][..]),
         ("nats.tls.cert", &n.tls.cert, &["CERTIFICATE"][..]),
         ("nats.tls.key", &n.tls.key, &["PRIVATE KEY"][..]),
@@ -170,10 +174,7 @@ fn credentials(n: &NatsConfig, p: &mut Problems) {
             Err(e) => p.bad(key, format!("{}: {e}", path.display())),
             Ok(text) => {
                 if let Some(missing) = sections.iter().find(|s| !text.contains(*s)) {
-                    p.bad(
-                        key,
-                        format!("{}: has no {missing} section", path.display()),
-                    );
+                    p.bad(key, format!("{}: has no {missing} section", path.display()));
                 }
             }
         }

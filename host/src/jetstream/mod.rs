@@ -12,12 +12,12 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::jetstream::consumer::{
     self, AckPolicy, DeliverPolicy as JsDeliver, PullConsumer, pull,
 };
-use anyhow::Context as _;
-use async_nats::jetstream::{self, Context};
 use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, Context};
 
 use crate::config::{DeliverPolicy, JetStreamConfig, Storage};
 
@@ -154,7 +154,10 @@ pub async fn declare_noting(
             .await
             .with_context(|| format!("stream {}", c.stream))?;
         let subjects = &info.config.subjects;
-        if !subjects.iter().any(|s| crate::subject::covers(s, &b.subject)) {
+        if !subjects
+            .iter()
+            .any(|s| crate::subject::covers(s, &b.subject))
+        {
             let note = format!(
                 "stream {} does not capture {} (its subjects: {}); it was left as it is",
                 c.stream,
@@ -169,11 +172,10 @@ pub async fn declare_noting(
                 let mut config = existing.cached_info().config.clone();
                 if b.owns_differently(&config) {
                     b.apply_owned(&mut config);
-                    let config = <pull::Config as consumer::FromConsumer>::try_from_consumer_config(
-                        config,
-                    )
-                    .map_err(anyhow::Error::from_boxed)
-                    .with_context(|| format!("consumer {}", c.consumer))?;
+                    let config =
+                        <pull::Config as consumer::FromConsumer>::try_from_consumer_config(config)
+                            .map_err(anyhow::Error::from_boxed)
+                            .with_context(|| format!("consumer {}", c.consumer))?;
                     stream
                         .update_consumer(config)
                         .await
@@ -187,7 +189,10 @@ pub async fn declare_noting(
                 .await
                 .map_err(|e| {
                     // Most likely because of the mismatch: say so first.
-                    let why = warning.as_deref().map(|w| format!("{w}: ")).unwrap_or_default();
+                    let why = warning
+                        .as_deref()
+                        .map(|w| format!("{w}: "))
+                        .unwrap_or_default();
                     anyhow::anyhow!("{why}creating consumer {}: {e}", c.consumer)
                 })?,
         };

@@ -127,9 +127,7 @@ async fn dead_letter(
         headers.insert(DL_REASON, reason.replace(['\r', '\n'], " ").as_str());
         publish_dead_letter(streams, js, subject, headers, msg.payload.clone()).await?;
     }
-    msg.ack_with(AckKind::Term)
-        .await
-        .map_err(boxed("term"))
+    msg.ack_with(AckKind::Term).await.map_err(boxed("term"))
 }
 
 /// The original headers a dead letter carries: all but the `Nats-*` ones

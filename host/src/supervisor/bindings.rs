@@ -64,8 +64,11 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::warn!(plugin = b.plugin.name(), subject = %b.subject, error = %crate::errors::anyhow_chain(&e), "binding failed");
-                    self.status
-                        .set_binding(i, BindingState::Failed, Some(crate::errors::anyhow_chain(&e)));
+                    self.status.set_binding(
+                        i,
+                        BindingState::Failed,
+                        Some(crate::errors::anyhow_chain(&e)),
+                    );
                 }
             }
         }
@@ -128,7 +131,10 @@ impl Supervisor {
                 self.status.set_binding(
                     i,
                     BindingState::Rebinding,
-                    Some(format!("after reconnect: {}", crate::errors::anyhow_chain(&e))),
+                    Some(format!(
+                        "after reconnect: {}",
+                        crate::errors::anyhow_chain(&e)
+                    )),
                 );
             }
         }

@@ -15,8 +15,8 @@
 //! `jetstream.sync_interval: always` (fsync every write) is written only for
 //! servers that accept it: 2.9 rejects the key (`unknown field
 //! "sync_interval"`), 2.10 and later know it. The harness asks the binary
-//! once, with `nats-server -c <file> -t` on a small probe file, rather than
-//! parsing version numbers. Kill tests on one machine keep the page cache
+//! once, with `nats-server -c <file> -t` on a small probe file
+//! ([`sync_interval_supported`]), rather than by version number. Kill tests on one machine keep the page cache
 //! anyway, so the setting changes durability against power loss, not what
 //! these tests can observe.
 //!
@@ -32,6 +32,17 @@
 //! Lame duck: `lame_duck_grace_period: 1s`, `lame_duck_duration: 30s` (the
 //! least a config file allows; the grace must be smaller). [`Node::lame_duck`]
 //! sends SIGUSR2, which is what `nats-server --signal ldm=<pid>` sends.
+//!
+//! What to expect (2.9.10 and 2.15.1 on loopback): the cluster forms in
+//! 0.2–0.5 s (once 2.4 s). A killed or paused stream leader is replaced only
+//! after the Raft election timeout, 4–9 s, so publish with retries
+//! ([`publish_with_retry`]) and bound waits at tens of seconds. A lame duck
+//! node hands its leaderships over first (no publish had to be retried), tells
+//! its clients when the 1 s grace ends and exits 2–2.5 s after the signal.
+//! A stream's `cluster.replicas[].current` is the leader's view only: on
+//! 2.9.10 a resumed former leader was listed current while its own copy
+//! lacked messages acked during its pause, for good; compare copies with
+//! [`Node::local_stream_state`].
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -73,6 +84,11 @@ pub struct Node {
 }
 
 /// A JetStream cluster of [`Node`]s that all route to each other.
+///
+/// [`start`](Self::start), [`wait_ready`](Self::wait_ready) and the
+/// [`Node`] controls block the calling thread (for milliseconds, or up to
+/// their timeout): in a `multi_thread` Tokio test, wrap the longer waits in
+/// `tokio::task::block_in_place`.
 pub struct Cluster {
     pub nodes: Vec<Node>,
 }
@@ -110,6 +126,35 @@ pub fn sync_interval_supported() -> bool {
                 "{} -t refused a minimal JetStream config: {said}",
                 nats_server_bin().display()
             )
+        }
+    })
+}
+
+/// The nats-server binary's version, from `nats-server --version`
+/// (`nats-server: v2.9.10`): `(major, minor, patch)`.
+pub fn server_version() -> (u32, u32, u32) {
+    static VERSION: OnceLock<(u32, u32, u32)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new(nats_server_bin())
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {} --version: {e}", nats_server_bin().display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let parsed = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('v'))
+            .map(|v| {
+                v.split(|c: char| !c.is_ascii_digit())
+                    .take(3)
+                    .map(|n| n.parse().unwrap_or(0))
+                    .collect::<Vec<u32>>()
+            })
+            .filter(|v| v.len() == 3);
+        match parsed {
+            Some(v) => (v[0], v[1], v[2]),
+            None => panic!("no version in `nats-server --version`: {text:?}"),
         }
     })
 }
@@ -259,9 +304,9 @@ impl Cluster {
     /// Wait until every running, unpaused node answers `/healthz` with
     /// "ok", they all name the same meta leader (itself running), and that
     /// leader's `/jsz` lists the other live nodes as current peers. Call it
-    /// after [`Node::restart`] to know the node has rejoined (on 2.10+ a
-    /// healthy node also has its streams caught up). Panics with every
-    /// node's log after `timeout`.
+    /// after [`Node::restart`] or [`Node::resume`] to know the node has
+    /// rejoined the meta group (streams: [`wait_stream_current`]). Panics
+    /// with every node's log after `timeout`.
     pub fn wait_ready(&self, timeout: Duration) {
         let started = Instant::now();
         let deadline = started + timeout;
@@ -398,7 +443,7 @@ impl Node {
     }
 
     /// Wait until the client port accepts a connection; the moment it did.
-    /// An exited process is an error (with its log).
+    /// An exited process is an error (the callers add its log).
     fn wait_port(&mut self, timeout: Duration) -> Result<Instant, String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -489,8 +534,7 @@ impl Node {
                 .and_then(|_| self.wait_port(Duration::from_secs(10)));
             match attempt {
                 Ok(open) => return open,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     self.kill();
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -529,7 +573,8 @@ impl Node {
     pub fn http_get(&self, path: &str) -> Result<(u16, String), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.monitor_port));
         let what = |e: std::io::Error| format!("{} GET {path}: {e}", self.name);
-        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(what)?;
+        let mut conn =
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(what)?;
         conn.set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(what)?;
         conn.set_write_timeout(Some(Duration::from_secs(2)))
@@ -567,10 +612,10 @@ impl Node {
         Ok(self.http_json("/jsz")?["meta_cluster"].clone())
     }
 
-    /// How many messages this node holds locally for `stream` (account
-    /// `$G`), from its own `/jsz`: a follower's copy, not the leader's
-    /// answer. `None` if the node does not report the stream.
-    pub fn local_stream_messages(&self, stream: &str) -> Result<Option<u64>, String> {
+    /// This node's own `state` of `stream` (account `$G`) from its
+    /// `/jsz`: messages, bytes, first and last sequence of its local copy,
+    /// whichever node leads. `None` if the node does not report the stream.
+    pub fn local_stream_state(&self, stream: &str) -> Result<Option<serde_json::Value>, String> {
         let jsz = self.http_json("/jsz?accounts=true&streams=true")?;
         let found = jsz["account_details"]
             .as_array()
@@ -578,8 +623,16 @@ impl Node {
             .flatten()
             .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
             .find(|s| s["name"] == stream)
-            .and_then(|s| s["state"]["messages"].as_u64());
+            .map(|s| s["state"].clone());
         Ok(found)
+    }
+
+    /// How many messages [`local_stream_state`](Self::local_stream_state)
+    /// counts.
+    pub fn local_stream_messages(&self, stream: &str) -> Result<Option<u64>, String> {
+        Ok(self
+            .local_stream_state(stream)?
+            .and_then(|s| s["messages"].as_u64()))
     }
 }
 
@@ -617,8 +670,8 @@ pub async fn create_stream_with_retry(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> stream::Stream {
-    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
     use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(50);
     let mut attempts = 0u32;
@@ -687,13 +740,19 @@ pub async fn publish_with_retry(
     }
 }
 
-/// Poll `stream`'s info until it has a leader and `replicas - 1` followers,
-/// all current and online, and (if given) `messages` messages; returns that
-/// info. Panics with the last info (or error) after `timeout`.
+/// Poll `stream`'s info until it has a leader and all its followers
+/// (`num_replicas - 1`) are listed as current and online, and (if given) it
+/// holds `messages` messages; returns that info. While a node is down the
+/// leader keeps listing it, not current: this waits for it to be back and
+/// caught up. Panics with the last info (or error) after `timeout`.
+///
+/// `current` is the leader's view, not a comparison of copies: 2.9.10 has
+/// listed a resumed former leader as current while its copy lacked
+/// messages acked during its pause. To check a node's copy itself, use
+/// [`wait_local_messages`] or [`Node::local_stream_state`].
 pub async fn wait_stream_current(
     js: &jetstream::Context,
     stream: &str,
-    replicas: usize,
     messages: Option<u64>,
     timeout: Duration,
 ) -> stream::Info {
@@ -702,9 +761,10 @@ pub async fn wait_stream_current(
         let last = match js.get_stream(stream).await {
             Ok(mut s) => match s.info().await {
                 Ok(info) => {
+                    let followers = info.config.num_replicas.saturating_sub(1);
                     let ok = info.cluster.as_ref().is_some_and(|c| {
                         c.leader.as_deref().is_some_and(|l| !l.is_empty())
-                            && c.replicas.len() == replicas - 1
+                            && c.replicas.len() == followers
                             && c.replicas.iter().all(|p| p.current && !p.offline)
                     }) && messages.is_none_or(|m| info.state.messages == m);
                     if ok {
@@ -718,11 +778,34 @@ pub async fn wait_stream_current(
         };
         if started.elapsed() >= timeout {
             panic!(
-                "stream {stream} not current with {replicas} replicas after {:?}: {last}",
+                "stream {stream} not current after {:?}: {last}",
                 started.elapsed()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Poll `node`'s own `/jsz` until it holds `messages` messages of `stream`
+/// (its local copy, whichever node leads); panics after `timeout`.
+pub async fn wait_local_messages(node: &Node, stream: &str, messages: u64, timeout: Duration) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let last = node.local_stream_state(stream);
+        if let Ok(Some(state)) = &last
+            && state["messages"].as_u64() == Some(messages)
+        {
+            return;
+        }
+        if started.elapsed() >= timeout {
+            panic!(
+                "{}'s copy of {stream} is {last:?}, not {messages} messages, after {:?}\n{}",
+                node.name,
+                started.elapsed(),
+                node.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

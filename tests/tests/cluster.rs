@@ -4,13 +4,19 @@
 //! duck mode tells its clients and exits; a paused (SIGSTOP) leader is
 //! replaced and rejoins when resumed. Each test prints its timings (run with
 //! `--nocapture` to see them).
+//!
+//! Run on nats-server 2.9.10 and 2.15.1. On 2.9 the paused-leader test only
+//! reports (WARNING on stderr) when the resumed node's own copy of the
+//! stream misses messages acked during its pause, which 2.9.10 does now and
+//! then while its leader lists that node as current; on 2.10+ the copies
+//! must be level.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use wasmgate_tests::cluster::{
-    Cluster, create_stream_with_retry, publish_with_retry, stream_leader, test_connect_options,
-    wait_stream_current,
+    Cluster, create_stream_with_retry, publish_with_retry, server_version, stream_leader,
+    test_connect_options, wait_local_messages, wait_stream_current,
 };
 
 /// Bound on any one wait in these tests.
@@ -65,6 +71,17 @@ async fn r3_stream_takes_acked_publishes() {
     let formed = t0.elapsed();
     assert_eq!(cluster.urls().len(), 3);
     assert_eq!(cluster.client_urls_csv().split(',').count(), 3);
+    let conf = cluster.nodes[0].config();
+    assert!(conf.contains("server_name: n1\n"), "{conf}");
+    assert_eq!(
+        conf.contains("sync_interval: always"),
+        server_version() >= (2, 10, 0),
+        "sync_interval is written exactly for servers that take it:\n{conf}"
+    );
+    println!(
+        "[r3] nats-server {:?}, n1's server.conf:\n{conf}",
+        server_version()
+    );
 
     let js = quick_js(cluster.client().await);
     let t = Instant::now();
@@ -72,9 +89,13 @@ async fn r3_stream_takes_acked_publishes() {
     let created = t.elapsed();
     let info = stream.info().await.expect("stream info").clone();
     assert_eq!(info.config.num_replicas, 3);
-    let c = info.cluster.as_ref().expect("a clustered stream has cluster info");
+    let c = info
+        .cluster
+        .as_ref()
+        .expect("a clustered stream has cluster info");
     let leader = c.leader.clone().expect("the stream has a leader");
     assert!(leader.starts_with('n'), "leader {leader:?}");
+    assert_eq!(c.name.as_deref(), Some("wasmgate-test"));
     assert_eq!(c.replicas.len(), 2, "{c:?}");
     assert!(c.replicas.iter().all(|p| p.name != leader), "{c:?}");
 
@@ -119,30 +140,42 @@ async fn killed_leader_is_replaced_and_restarted_node_catches_up() {
     let (_, attempts) = publish_with_retry(&js, "kill.b", "b-0", "first".into(), WAIT).await;
     let first_ack = killed_at.elapsed();
     publish_range(&js, "kill.b", "b", 1..100).await;
-    let new_leader = stream_leader(&js, "KILL").await.expect("a new stream leader");
+    let new_leader = stream_leader(&js, "KILL")
+        .await
+        .expect("a new stream leader");
     assert_ne!(new_leader, leader);
-    let info = wait_stream_current(&js, "KILL", 2, Some(200), WAIT).await;
+    let mut stream = js.get_stream("KILL").await.expect("stream");
+    let info = stream.info().await.expect("stream info");
     assert_eq!(info.state.messages, 200);
+    let down = info
+        .cluster
+        .as_ref()
+        .unwrap()
+        .replicas
+        .iter()
+        .find(|p| p.name == leader);
+    assert!(
+        down.is_some_and(|p| !p.current),
+        "the killed node is listed, not current: {:?}",
+        info.cluster
+    );
 
     let restart_at = Instant::now();
     cluster.node_mut(&leader).restart();
-    let info = wait_stream_current(&js, "KILL", 3, Some(200), WAIT).await;
+    let info = wait_stream_current(&js, "KILL", Some(200), WAIT).await;
     let caught_up = restart_at.elapsed();
     assert!(
-        info.cluster.as_ref().unwrap().replicas.iter().all(|p| p.current),
+        info.cluster
+            .as_ref()
+            .unwrap()
+            .replicas
+            .iter()
+            .all(|p| p.current),
         "{:?}",
         info.cluster
     );
     // The restarted node's own copy, not the leader's answer.
-    let node = cluster.node(&leader);
-    let t = Instant::now();
-    loop {
-        match node.local_stream_messages("KILL") {
-            Ok(Some(200)) => break,
-            other if t.elapsed() > WAIT => panic!("{leader} holds {other:?} of 200"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    wait_local_messages(cluster.node(&leader), "KILL", 200, WAIT).await;
     tokio::task::block_in_place(|| cluster.wait_ready(WAIT));
     println!(
         "[kill] leader {leader} killed: first ack after {first_ack:?} ({attempts} attempts), \
@@ -201,7 +234,9 @@ async fn lame_duck_node_tells_clients_and_exits() {
 
     // The stream moved on, and the watcher follows to another node.
     publish_range(&js, "ldm.b", "b", 0..10).await;
-    let new_leader = stream_leader(&js, "LDM").await.expect("a new stream leader");
+    let new_leader = stream_leader(&js, "LDM")
+        .await
+        .expect("a new stream leader");
     assert_ne!(new_leader, name);
     wasmgate_tests::eventually(WAIT, "the watcher reconnects to another node", || async {
         (watcher.connection_state() == async_nats::connection::State::Connected).then_some(())
@@ -212,7 +247,8 @@ async fn lame_duck_node_tells_clients_and_exits() {
         cluster.node_mut(&name).restart();
         cluster.wait_ready(WAIT);
     });
-    wait_stream_current(&js, "LDM", 3, Some(20), WAIT).await;
+    wait_stream_current(&js, "LDM", Some(20), WAIT).await;
+    wait_local_messages(cluster.node(&name), "LDM", 20, WAIT).await;
     println!(
         "[ldm] {name} (stream leader) told its client after {told:?}, exited after {exited:?}; \
          new leader {new_leader}; total {:?}",
@@ -250,15 +286,19 @@ async fn paused_leader_is_replaced_and_rejoins() {
     let (_, attempts) = publish_with_retry(&js2, "pause.b", "b-0", "first".into(), WAIT).await;
     let first_ack = paused_at.elapsed();
     publish_range(&js2, "pause.b", "b", 1..50).await;
-    let new_leader = stream_leader(&js2, "PAUSE").await.expect("a new stream leader");
+    let new_leader = stream_leader(&js2, "PAUSE")
+        .await
+        .expect("a new stream leader");
     assert_ne!(new_leader, leader);
 
     let resumed_at = Instant::now();
     cluster.node_mut(&leader).resume();
     assert!(cluster.node_mut(&leader).is_running());
-    wait_stream_current(&js2, "PAUSE", 3, Some(100), WAIT).await;
-    let caught_up = resumed_at.elapsed();
+    wait_stream_current(&js2, "PAUSE", Some(100), WAIT).await;
+    let reported = resumed_at.elapsed();
     tokio::task::block_in_place(|| cluster.wait_ready(WAIT));
+    let ready = resumed_at.elapsed();
+
     // Usable again through every node, the resumed one included.
     let js3 = quick_js(
         test_connect_options()
@@ -267,9 +307,43 @@ async fn paused_leader_is_replaced_and_rejoins() {
             .expect("client of the resumed node"),
     );
     publish_with_retry(&js3, "pause.c", "c-0", "after".into(), WAIT).await;
+    wait_stream_current(&js3, "PAUSE", Some(101), WAIT).await;
+
+    // Every node's own copy. 2.9 (seen on 2.9.10, about 1 run in 5) can
+    // leave the resumed former leader without some of the messages acked
+    // while it was stopped, for good, while the leader lists it as current:
+    // there the divergence is reported, not failed; 2.10+ must be level.
+    let copies = if server_version() >= (2, 10, 0) {
+        for node in &cluster.nodes {
+            wait_local_messages(node, "PAUSE", 101, WAIT).await;
+        }
+        "all copies hold 101".to_string()
+    } else {
+        let t = Instant::now();
+        loop {
+            let counts: Vec<_> = cluster
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.local_stream_messages("PAUSE")))
+                .collect();
+            if counts.iter().all(|(_, c)| *c == Ok(Some(101))) {
+                break "all copies hold 101".to_string();
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                eprintln!(
+                    "WARNING: nats-server {:?}: copies of PAUSE diverged after SIGSTOP/SIGCONT \
+                     of the stream leader {leader}: {counts:?}",
+                    server_version()
+                );
+                break format!("copies DIVERGED (known 2.9 defect): {counts:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     println!(
         "[pause] leader {leader} paused for {:?}: first ack after {first_ack:?} ({attempts} attempts), \
-         new leader {new_leader}; current again {caught_up:?} after resume; total {:?}",
+         new leader {new_leader}; after resume: reported current in {reported:?}, cluster ready in \
+         {ready:?}; {copies}; total {:?}",
         resumed_at - paused_at,
         t0.elapsed()
     );

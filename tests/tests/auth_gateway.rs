@@ -23,9 +23,12 @@ fn gateway_config(url: String) -> Config {
     let mut config = test_config(&[url]);
     config.reconnect.max_attempts = 30;
     config.reconnect.on_exhausted = OnExhausted::Exit;
-    config
-        .plugins
-        .push(plugin("upper", "uppercase", &["in.>"], &[("prefix", "out")]));
+    config.plugins.push(plugin(
+        "upper",
+        "uppercase",
+        &["in.>"],
+        &[("prefix", "out")],
+    ));
     config
 }
 
@@ -101,7 +104,11 @@ async fn refused(config: Config) -> String {
     assert!(!text.contains('\n'), "one line: {text}");
     assert!(!text.contains("gave up after"), "no attempts burnt: {text}");
     // 30 attempts of the test backoff would take seconds; a refusal is one attempt.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     text
 }
 
@@ -148,15 +155,16 @@ async fn user_and_password_also_from_the_url() {
     let port = server.port;
     // Written into the URL: moved into [nats.auth] when the config is read.
     let from_file = Config::parse(
-        &format!(
-            "[nats]\nservers = [\"nats://{user}:{password}@127.0.0.1:{port}\"]\n"
-        ),
+        &format!("[nats]\nservers = [\"nats://{user}:{password}@127.0.0.1:{port}\"]\n"),
         "inline",
     )
     .unwrap();
     assert_eq!(from_file.nats.servers, [format!("nats://127.0.0.1:{port}")]);
     assert_eq!(from_file.nats.auth.user.as_deref(), Some(user));
-    assert!(!format!("{from_file:?}").contains(password), "Debug redacts");
+    assert!(
+        !format!("{from_file:?}").contains(password),
+        "Debug redacts"
+    );
 
     let mut config = gateway_config(from_file.nats.servers[0].clone());
     config.nats.auth = from_file.nats.auth.clone();
@@ -239,7 +247,9 @@ async fn creds_file_with_a_user_jwt() {
     })
     .await;
 
-    let stranger = operator.unknown_account_user().write(dir.path(), "stranger");
+    let stranger = operator
+        .unknown_account_user()
+        .write(dir.path(), "stranger");
     let mut wrong = gateway_config(url(&server));
     wrong.nats.auth.creds_file = Some(stranger.clone());
     let err = refused(wrong).await;
@@ -311,7 +321,8 @@ async fn tls_with_a_ca() {
         files.untrusted_ca.display()
     );
     assert!(
-        err.starts_with("cannot connect to NATS: TLS handshake failed: ") && err.ends_with(&format!("({want})")),
+        err.starts_with("cannot connect to NATS: TLS handshake failed: ")
+            && err.ends_with(&format!("({want})")),
         "{err}"
     );
 }
@@ -339,7 +350,9 @@ async fn tls_with_a_client_certificate() {
     let err = refused(tls_config(&server, &files.ca, None)).await;
     assert!(
         err.starts_with("cannot connect to NATS: TLS handshake failed: ")
-            && err.contains("the server wants a client certificate: set nats.tls.cert and nats.tls.key"),
+            && err.contains(
+                "the server wants a client certificate: set nats.tls.cert and nats.tls.key"
+            ),
         "{err}"
     );
     let untrusted = (
@@ -364,7 +377,9 @@ async fn revoked_credentials_fail_the_gateway_instead_of_burning_attempts() {
     let mut config = gateway_config(url(&server));
     config.nats.auth.token = Some(Secret::new("first-token"));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gw = wasmgate::Gateway::start(config, shutdown.clone()).await.unwrap();
+    let gw = wasmgate::Gateway::start(config, shutdown.clone())
+        .await
+        .unwrap();
     gw.ready(WAIT).await.unwrap();
 
     // The operator rotates the token on the server; the gateway still has the old one.
@@ -400,7 +415,9 @@ async fn keep_trying_waits_for_the_credentials_to_work_again() {
     config.nats.auth.token = Some(Secret::new("gateway-token"));
     config.reconnect.on_exhausted = OnExhausted::KeepTrying;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gw = wasmgate::Gateway::start(config, shutdown.clone()).await.unwrap();
+    let gw = wasmgate::Gateway::start(config, shutdown.clone())
+        .await
+        .unwrap();
     eventually(WAIT, "state failed with the cause", || async {
         let s = gw.status();
         (s.state == ConnectionState::Failed
@@ -413,7 +430,9 @@ async fn keep_trying_waits_for_the_credentials_to_work_again() {
 
     server.set_config(&auth::token_config("gateway-token"));
     server.restart();
-    gw.ready(WAIT).await.expect("connected once the token works");
+    gw.ready(WAIT)
+        .await
+        .expect("connected once the token works");
     let port = server.port;
     let nc = async_nats::ConnectOptions::with_token("gateway-token".into())
         .connect(format!("nats://127.0.0.1:{port}"))

@@ -17,7 +17,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// `jsprobe` (which rejects `reject` and retries `always-retry`) bound to
 /// `in.>` through stream `IN`, dead letters to `dead_letter`.
-fn gateway(server: &NatsServer, dead_letter: &str, tune: impl FnOnce(&mut JetStreamConfig)) -> wasmgate::Config {
+fn gateway(
+    server: &NatsServer,
+    dead_letter: &str,
+    tune: impl FnOnce(&mut JetStreamConfig),
+) -> wasmgate::Config {
     let mut js = js_config("IN", "gw");
     js.dead_letter = Some(dead_letter.into());
     tune(&mut js);
@@ -29,13 +33,21 @@ fn gateway(server: &NatsServer, dead_letter: &str, tune: impl FnOnce(&mut JetStr
 }
 
 async fn js_publish(js: &jetstream::Context, subject: String, payload: &'static str) {
-    js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    js.publish(subject, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 /// The input stream's sequence a dead letter came from.
 fn sequence(msg: &async_nats::Message) -> u64 {
     let h = msg.headers.as_ref().expect("dead letters carry headers");
-    h.get("Wasmgate-Stream-Sequence").unwrap().as_str().parse().unwrap()
+    h.get("Wasmgate-Stream-Sequence")
+        .unwrap()
+        .as_str()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +70,10 @@ async fn without_a_stream_each_dead_letter_is_one_core_message() {
             .expect("a dead letter")
             .unwrap();
         assert_eq!(dead.payload.as_ref(), b"reject");
-        assert!(dead.reply.is_none(), "a core message, not a JetStream publish waiting for a PubAck");
+        assert!(
+            dead.reply.is_none(),
+            "a core message, not a JetStream publish waiting for a PubAck"
+        );
         seen.insert(sequence(&dead));
     }
     assert_eq!(seen, (1..=5).collect(), "each rejected message once");
@@ -68,11 +83,16 @@ async fn without_a_stream_each_dead_letter_is_one_core_message() {
     .await;
     // Longer than ack_wait (3 s): a message nak'd or left unsettled would be back.
     assert!(
-        tokio::time::timeout(Duration::from_secs(4), plain.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_secs(4), plain.next())
+            .await
+            .is_err(),
         "no dead letter twice"
     );
     let b = &gw.status().bindings[0];
-    assert_eq!((b.rejected, b.dead_lettered, b.dead_letter_failed), (5, 5, 0));
+    assert_eq!(
+        (b.rejected, b.dead_lettered, b.dead_letter_failed),
+        (5, 5, 0)
+    );
     assert_eq!(ack_pending(&js, "IN", "gw").await, 0);
     gw.stop().await;
 }
@@ -88,7 +108,10 @@ async fn a_stream_created_on_the_dead_letter_subject_is_noticed() {
     let gw = Running::start(gateway(&server, "dlq.late", |_| {})).await;
 
     js_publish(&js, "in.before".into(), "reject").await;
-    let first = tokio::time::timeout(WAIT, plain.next()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, plain.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(first.reply.is_none(), "no stream yet: a core message");
 
     // Within WAIT, far less than how long an answer is trusted without an
@@ -100,10 +123,16 @@ async fn a_stream_created_on_the_dead_letter_subject_is_noticed() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut sent = 1;
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "the new stream was not noticed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new stream was not noticed"
+        );
         sent += 1;
         js_publish(&js, format!("in.after.{sent}"), "reject").await;
-        let dead = tokio::time::timeout(WAIT, plain.next()).await.unwrap().unwrap();
+        let dead = tokio::time::timeout(WAIT, plain.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(sequence(&dead), sent);
         if dead.reply.is_some() {
             break; // a JetStream publish now
@@ -152,7 +181,16 @@ async fn a_dead_letter_stream_that_refuses_keeps_the_message() {
     assert_eq!(b.dead_lettered, 0, "{b:?}");
     let stream_messages = |name: &'static str| {
         let js = js.clone();
-        async move { js.get_stream(name).await.unwrap().info().await.unwrap().state.messages }
+        async move {
+            js.get_stream(name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages
+        }
     };
     assert_eq!(stream_messages("IN").await, 1, "the input is kept");
 
@@ -164,7 +202,10 @@ async fn a_dead_letter_stream_that_refuses_keeps_the_message() {
     .await;
     assert_eq!(stream_messages("DLQ").await, 1);
     let dlq = js.get_stream("DLQ").await.unwrap();
-    let stored = dlq.get_last_raw_message_by_subject("dlq.full").await.unwrap();
+    let stored = dlq
+        .get_last_raw_message_by_subject("dlq.full")
+        .await
+        .unwrap();
     assert_eq!(stored.payload.as_ref(), b"reject");
     gw.stop().await;
 }

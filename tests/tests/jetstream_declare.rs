@@ -69,8 +69,15 @@ async fn an_existing_stream_keeps_its_settings_and_an_existing_consumer_its_own(
     let gw = Running::start(gateway(&server, "orders.>", want)).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
     nc.flush().await.unwrap();
-    js.publish("orders.1", "one".into()).await.unwrap().await.unwrap();
-    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    js.publish("orders.1", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&msg.payload[..], b"ONE");
 
     let mut stream = js.get_stream("ORDERS").await.unwrap();
@@ -82,7 +89,11 @@ async fn an_existing_stream_keeps_its_settings_and_an_existing_consumer_its_own(
         (Duration::from_secs(3), 5),
         "the fields the binding owns follow it"
     );
-    assert_eq!(consumer.description.as_deref(), Some("ops consumer"), "the rest stays");
+    assert_eq!(
+        consumer.description.as_deref(),
+        Some("ops consumer"),
+        "the rest stays"
+    );
     assert_eq!(gw.status().bindings[0].warning, None);
     gw.stop().await;
 }
@@ -96,23 +107,40 @@ async fn a_stream_that_does_not_capture_the_binding_is_reported_not_rewritten() 
     let before = operators_stream(&js, "OTHER", "other.>").await;
 
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gw = wasmgate::Gateway::start(gateway(&server, "in.>", js_config("OTHER", "gw")), shutdown.clone())
-        .await
-        .unwrap();
+    let gw = wasmgate::Gateway::start(
+        gateway(&server, "in.>", js_config("OTHER", "gw")),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     // Older servers then refuse the consumer (its filter is outside the
     // stream): the binding's error says why, the mismatch first. Newer ones
     // take it, and the binding's warning says it.
     let note = "stream OTHER does not capture in.> (its subjects: other.>); it was left as it is";
     let shown = eventually(WAIT, "the mismatch in the status", || async {
         let b = &gw.status().bindings[0];
-        b.warning.clone().or(b.error.clone()).filter(|t| t.starts_with(note))
+        b.warning
+            .clone()
+            .or(b.error.clone())
+            .filter(|t| t.starts_with(note))
     })
     .await;
     let addr = gw.http_addr().unwrap();
     let (_, status) = http_get(addr, "/status").await;
     let b = &status["bindings"][0];
-    assert!(b["warning"] == shown.as_str() || b["error"] == shown.as_str(), "{b}");
-    let after = js.get_stream("OTHER").await.unwrap().info().await.unwrap().config.clone();
+    assert!(
+        b["warning"] == shown.as_str() || b["error"] == shown.as_str(),
+        "{b}"
+    );
+    let after = js
+        .get_stream("OTHER")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
     assert_eq!(after, before);
     shutdown.cancel();
     let _ = gw.wait().await;

@@ -18,10 +18,18 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Ask the `faulty` plugin on `subject` to publish `payload` to `target`;
 /// its reply says `published` or `refused: <error>`.
-async fn publish_via(nc: &async_nats::Client, subject: &str, target: &str, payload: &str) -> String {
+async fn publish_via(
+    nc: &async_nats::Client,
+    subject: &str,
+    target: &str,
+    payload: &str,
+) -> String {
     let reply = tokio::time::timeout(
         WAIT,
-        nc.request(subject.to_string(), format!("publish-to:{target} {payload}").into()),
+        nc.request(
+            subject.to_string(),
+            format!("publish-to:{target} {payload}").into(),
+        ),
     )
     .await
     .expect("the plugin answers in time")
@@ -54,7 +62,11 @@ async fn kv_get(bucket: &stream::Stream, key: &str) -> Option<Vec<u8>> {
 /// The plugin's `publish_forbidden` count, as `/status` shows it.
 fn forbidden(gw: &Running, plugin: &str) -> u64 {
     let status = gw.status();
-    let p = status.plugins.iter().find(|p| p.name == plugin).expect("plugin in status");
+    let p = status
+        .plugins
+        .iter()
+        .find(|p| p.name == plugin)
+        .expect("plugin in status");
     p.publish_forbidden
 }
 
@@ -130,16 +142,26 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
     }
     let reply = publish_via(&nc, "f.x", &ack, "").await;
     assert!(
-        reply.starts_with("refused: PublishError::Forbidden(") && reply.contains("no grant reaches $JS.ACK"),
+        reply.starts_with("refused: PublishError::Forbidden(")
+            && reply.contains("no grant reaches $JS.ACK"),
         "{reply}"
     );
     for settle in ["+NAK", "+TERM", "+WPI"] {
         let reply = publish_via(&nc, "f.x", &ack, settle).await;
-        assert!(reply.starts_with("refused: PublishError::Forbidden("), "{settle}: {reply}");
+        assert!(
+            reply.starts_with("refused: PublishError::Forbidden("),
+            "{settle}: {reply}"
+        );
     }
     // The same plugin's ordinary publish goes out: the refusals above are the rule's.
-    assert_eq!(publish_via(&nc, "f.x", "out.allowed", "yes").await, "published");
-    let allowed = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    assert_eq!(
+        publish_via(&nc, "f.x", "out.allowed", "yes").await,
+        "published"
+    );
+    let allowed = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(allowed.subject.as_str(), "out.allowed");
 
     assert_eq!(forbidden(&gw, "faulty"), refused.len() as u64 + 4);
@@ -148,13 +170,10 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
     // subjects (the uppercase handler forwards the incoming headers).
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Rollup", "all");
-    let reply = tokio::time::timeout(
-        WAIT,
-        nc.request_with_headers("u.x", headers, "roll".into()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let reply = tokio::time::timeout(WAIT, nc.request_with_headers("u.x", headers, "roll".into()))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&reply.payload);
     assert!(
         text.starts_with("publish failed: forbidden: header Nats-Rollup"),
@@ -164,7 +183,12 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
 
     // A sender picks the reply subject: the gateway must not carry a reply
     // (or an error reply) into the server's API with its own credentials.
-    let before = gw.status().bindings.iter().map(|b| b.publish_failed).sum::<u64>();
+    let before = gw
+        .status()
+        .bindings
+        .iter()
+        .map(|b| b.publish_failed)
+        .sum::<u64>();
     for payload in ["echo", "reject"] {
         nc.publish_with_reply("f.x", "$JS.API.STREAM.DELETE.ORDERS", payload.into())
             .await
@@ -183,16 +207,26 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
     // Nothing reached the server: the stream and its consumer are there, the
     // message is still unacked, the key unset, no $SYS or inbox traffic.
     nc.flush().await.unwrap();
-    let mut stream = js.get_stream("ORDERS").await.expect("the stream still exists");
+    let mut stream = js
+        .get_stream("ORDERS")
+        .await
+        .expect("the stream still exists");
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
-    let mut consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("worker").await.expect("the consumer still exists");
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer("worker")
+        .await
+        .expect("the consumer still exists");
     let info = consumer.info().await.unwrap();
-    assert_eq!(info.num_ack_pending, 1, "the message is still unacked: {info:?}");
+    assert_eq!(
+        info.num_ack_pending, 1,
+        "the message is still unacked: {info:?}"
+    );
     assert_eq!(info.ack_floor.consumer_sequence, 0, "{info:?}");
     assert_eq!(kv_get(&bucket, "k").await, None, "no KV write");
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), sys.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), sys.next())
+            .await
+            .is_err(),
         "nothing was published to $SYS"
     );
     assert!(
@@ -223,13 +257,22 @@ async fn a_literal_grant_reaches_its_namespace_and_none_reaches_acks() {
     config.plugins.push(admin);
     let gw = Running::start(config).await;
 
-    assert_eq!(publish_via(&nc, "w.x", "$KV.b.k", "hello").await, "published");
+    assert_eq!(
+        publish_via(&nc, "w.x", "$KV.b.k", "hello").await,
+        "published"
+    );
     let entry = eventually(WAIT, "the KV write", || kv_get(&bucket, "k")).await;
     assert_eq!(&entry[..], b"hello");
     let reply = publish_via(&nc, "w.x", "$KV.other.k", "x").await;
-    assert!(reply.starts_with("refused: PublishError::Forbidden(\"$KV.other.k\")"), "{reply}");
+    assert!(
+        reply.starts_with("refused: PublishError::Forbidden(\"$KV.other.k\")"),
+        "{reply}"
+    );
     let reply = publish_via(&nc, "w.x", "$JS.API.STREAM.DELETE.ORDERS", "").await;
-    assert_eq!(reply, "refused: PublishError::Forbidden(\"$JS.API.STREAM.DELETE.ORDERS\")");
+    assert_eq!(
+        reply,
+        "refused: PublishError::Forbidden(\"$JS.API.STREAM.DELETE.ORDERS\")"
+    );
 
     let reply = publish_via(&nc, "a.x", &ack, "").await;
     assert!(reply.contains("no grant reaches $JS.ACK"), "{reply}");
@@ -301,10 +344,20 @@ async fn the_example_server_permissions_let_the_gateway_work_and_nothing_more() 
     ops.flush().await.unwrap();
     let reply = ops.request("in.hello", "hi".into()).await.unwrap();
     assert_eq!(&reply.payload[..], b"HI", "request-reply to an _INBOX");
-    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.subject.as_str(), "out.in.hello");
-    js.publish("orders.1", "order".into()).await.unwrap().await.unwrap();
-    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
+    js.publish("orders.1", "order".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.subject.as_str(), "out.orders.1");
     let mut stream = js.get_stream("ORDERS").await.unwrap();
     eventually(WAIT, "the JetStream message acked", || {
@@ -323,6 +376,10 @@ async fn the_example_server_permissions_let_the_gateway_work_and_nothing_more() 
     as_gateway.set_timeout(Duration::from_secs(1));
     let deleted = as_gateway.delete_stream("ORDERS").await;
     assert!(deleted.is_err(), "the server refused the delete");
-    assert_eq!(stream.info().await.unwrap().state.messages, 1, "the stream is there");
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "the stream is there"
+    );
     gw.stop().await;
 }

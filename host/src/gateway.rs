@@ -26,12 +26,35 @@ use async_nats::Client;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::plugin::Plugin;
+use crate::config::{Config, ConfigError};
+use crate::plugin::{LoadError, Plugin};
 use crate::reload::{Catalog, ReloadReport, Reloader};
 use crate::runtime::Runtime;
 use crate::status::{Status, StatusHub};
-use crate::supervisor::{Callbacks, ReconnectEvent, Supervisor};
+use crate::supervisor::{Callbacks, ReconnectEvent, Supervisor, SupervisorError};
+
+/// Why a gateway could not start, could not reload, or stopped with an
+/// error. Each variant keeps its cause as the error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The config is invalid (names the file, key and reason).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A plugin cannot be loaded (names the plugin and its file).
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+    /// The connection gave up: attempts used up, or the server refused the
+    /// gateway (credentials, TLS) with `on_exhausted = "exit"`.
+    #[error(transparent)]
+    Connection(#[from] SupervisorError),
+    /// A reload was refused; the running version stays.
+    #[error(transparent)]
+    Reload(anyhow::Error),
+    /// Anything else: the WebAssembly runtime, the HTTP listener, a task
+    /// that failed.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
 
 /// A running gateway.
 pub struct Gateway {
@@ -42,7 +65,7 @@ pub struct Gateway {
     http_addr: Option<SocketAddr>,
     http_stop: CancellationToken,
     http_task: Option<tokio::task::JoinHandle<()>>,
-    supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
+    supervisor: tokio::task::JoinHandle<Result<(), SupervisorError>>,
     /// Cancelled with the caller's token, or when the `Gateway` is dropped.
     stop: CancellationToken,
 }
@@ -51,7 +74,10 @@ impl Gateway {
     /// Load every plugin, bind the HTTP endpoints, then start the supervisor,
     /// which connects and binds in the background. Fails before touching the
     /// network when the config or a plugin is bad.
-    pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
+    pub async fn start(
+        mut config: Config,
+        shutdown: CancellationToken,
+    ) -> Result<Gateway, GatewayError> {
         // A config built in code may still carry credentials in its URLs.
         config.move_url_credentials("config")?;
         config.validate("config")?;
@@ -62,7 +88,13 @@ impl Gateway {
             Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
         let cache = runtime.cache_handle();
-        let (catalog, set) = Catalog::load(runtime, max_payload.clone(), config.clone())?;
+        let (catalog, set) =
+            Catalog::load(runtime, max_payload.clone(), config.clone()).map_err(|e| match e
+                .downcast::<LoadError>(
+            ) {
+                Ok(load) => GatewayError::Plugin(load),
+                Err(other) => GatewayError::Other(other),
+            })?;
         let status = StatusHub::new(
             &set.specs,
             set.bindings.iter().map(|b| b.counters.clone()).collect(),
@@ -97,8 +129,7 @@ impl Gateway {
             current_tx,
         );
 
-        let supervisor =
-            tokio::spawn(async move { supervisor.run().await.map_err(anyhow::Error::from) });
+        let supervisor = tokio::spawn(supervisor.run());
 
         Ok(Gateway {
             reloader: Reloader::new(catalog, commands, status.clone()),
@@ -176,18 +207,27 @@ impl Gateway {
     /// is re-bound on the current connection. `[nats]`, `[health]`,
     /// `[reconnect]`, `[http]` and `[runtime]` changes need a restart and are
     /// reported in `needs_restart`.
-    pub async fn reload(&self, config: Config) -> anyhow::Result<ReloadReport> {
-        self.reloader.reload(config).await
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, GatewayError> {
+        self.reloader
+            .reload(config)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Reload one plugin's `.wasm` from its file (the old version stays on error).
-    pub async fn reload_plugin(&self, name: &str) -> anyhow::Result<ReloadReport> {
-        self.reloader.reload_plugin(name).await
+    pub async fn reload_plugin(&self, name: &str) -> Result<ReloadReport, GatewayError> {
+        self.reloader
+            .reload_plugin(name)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Reload the config file at `path` (what SIGHUP does).
-    pub async fn reload_file(&self, path: &std::path::Path) -> anyhow::Result<ReloadReport> {
-        self.reloader.reload_file(path).await
+    pub async fn reload_file(&self, path: &std::path::Path) -> Result<ReloadReport, GatewayError> {
+        self.reloader
+            .reload_file(path)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Watch the config file and every plugin's `.wasm` and reload on change
@@ -208,10 +248,13 @@ impl Gateway {
 
     /// Wait until the supervisor ends: after shutdown has drained everything
     /// (`Ok`), or when reconnect attempts ran out with `on_exhausted = "exit"`.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let result = (&mut self.supervisor)
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("supervisor task failed: {e}")));
+    pub async fn wait(mut self) -> Result<(), GatewayError> {
+        let result = match (&mut self.supervisor).await {
+            Ok(result) => result.map_err(GatewayError::from),
+            Err(e) => Err(GatewayError::Other(
+                anyhow::Error::new(e).context("the supervisor task failed"),
+            )),
+        };
         self.http_stop.cancel();
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
@@ -229,6 +272,6 @@ impl Drop for Gateway {
 
 /// Start a gateway and run it until `shutdown` is cancelled and everything
 /// has drained (or until reconnects are exhausted with `on_exhausted = "exit"`).
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), GatewayError> {
     Gateway::start(config, shutdown).await?.wait().await
 }

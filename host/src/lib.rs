@@ -37,6 +37,6 @@ pub mod supervisor;
 pub mod telemetry;
 
 pub use config::Config;
-pub use gateway::{Gateway, run};
+pub use gateway::{Gateway, GatewayError, run};
 pub use status::{BindingState, ConnectionState, Status};
 pub use supervisor::{ReconnectEvent, ReconnectPath};

@@ -100,7 +100,7 @@ async fn refused(config: Config) -> String {
         .await
         .expect("a refused gateway stops by itself")
         .expect_err("the server refuses it");
-    let text = wasmgate::errors::anyhow_chain(&err);
+    let text = wasmgate::errors::chain(&err);
     assert!(!text.contains('\n'), "one line: {text}");
     assert!(!text.contains("gave up after"), "no attempts burnt: {text}");
     // 30 attempts of the test backoff would take seconds; a refusal is one attempt.
@@ -390,7 +390,7 @@ async fn revoked_credentials_fail_the_gateway_instead_of_burning_attempts() {
         .await
         .expect("the gateway stops by itself")
         .expect_err("refused after the restart");
-    let text = wasmgate::errors::anyhow_chain(&err);
+    let text = wasmgate::errors::chain(&err);
     assert_eq!(
         text,
         "cannot connect to NATS: authorization violation: the server refused nats.auth.token \

@@ -54,7 +54,7 @@ async fn serve(
             let _ = reloader.reload_file(&path).await;
         }
     });
-    gateway.wait().await
+    Ok(gateway.wait().await?)
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

@@ -42,51 +42,69 @@ pub use codec::{Batch, BatchResult, BatchResults};
 pub use instance::{CallError, Handled, Instance, Outcome};
 pub use slot::PluginSlot;
 
-/// Why a plugin could not be loaded.
+/// Why a plugin could not be loaded: which plugin, which file, and what
+/// was wrong with it (nats.rs's `Error<Kind>` shape, so a new kind is one
+/// variant, not another copy of `plugin` and `path`).
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("plugin {plugin:?}: {path}: file not found")]
-    Missing { plugin: String, path: PathBuf },
-    #[error("plugin {plugin:?}: {path}: cannot read: {source}")]
-    Read {
-        plugin: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("plugin {plugin:?}: {path}: not a WebAssembly file (bad magic bytes)")]
-    NotWasm { plugin: String, path: PathBuf },
+pub struct LoadError {
+    pub plugin: String,
+    pub path: PathBuf,
+    #[source]
+    pub kind: LoadErrorKind,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            // Names its own path: the preopened directory, not the component.
+            LoadErrorKind::Preopen { .. } => write!(f, "plugin {:?}: {}", self.plugin, self.kind),
+            kind => write!(
+                f,
+                "plugin {:?}: {}: {kind}",
+                self.plugin,
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// What was wrong with a plugin's file or its grants.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadErrorKind {
+    #[error("file not found")]
+    Missing,
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("not a WebAssembly file (bad magic bytes)")]
+    NotWasm,
     #[error(
-        "plugin {plugin:?}: {path}: is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or run `wasm-tools component new`)"
+        "is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or run `wasm-tools component new`)"
     )]
-    CoreModule { plugin: String, path: PathBuf },
-    #[error("plugin {plugin:?}: {path}: invalid component: {reason}")]
-    Invalid {
-        plugin: String,
-        path: PathBuf,
-        reason: String,
-    },
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
     #[error(
-        "plugin {plugin:?}: {path}: wrong world: it does not export `{expected}` (exports: {found}); build it against the `{world}` world in wit/"
+        "wrong world: it does not export `{expected}` (exports: {found}); build it against the `{world}` world in wit/"
     )]
     WrongWorld {
-        plugin: String,
-        path: PathBuf,
         expected: &'static str,
         world: &'static str,
         found: String,
     },
-    #[error("plugin {plugin:?}: {path}: cannot be linked: {reason}")]
-    Link {
-        plugin: String,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("plugin {plugin:?}: wasi.preopen {host}: cannot open: {reason}")]
-    Preopen {
-        plugin: String,
-        host: PathBuf,
-        reason: String,
-    },
+    #[error("cannot be linked: {0}")]
+    Link(String),
+    #[error("wasi.preopen {}: cannot open: {reason}", host.display())]
+    Preopen { host: PathBuf, reason: String },
+}
+
+impl LoadErrorKind {
+    fn of(self, plugin: &str, path: &Path) -> LoadError {
+        LoadError {
+            plugin: plugin.to_string(),
+            path: path.to_path_buf(),
+            kind: self,
+        }
+    }
 }
 
 /// A loaded, checked and pre-instantiated plugin.
@@ -181,16 +199,9 @@ impl Plugin {
         let path = config.path.clone();
         let bytes = std::fs::read(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                LoadError::Missing {
-                    plugin: name.clone(),
-                    path: path.clone(),
-                }
+                LoadErrorKind::Missing.of(&name, &path)
             } else {
-                LoadError::Read {
-                    plugin: name.clone(),
-                    path: path.clone(),
-                    source,
-                }
+                LoadErrorKind::Read(source).of(&name, &path)
             }
         })?;
         let started = Instant::now();
@@ -220,11 +231,7 @@ impl Plugin {
         // Open the preopens once now, so a bad grant stops the load, not a message.
         grants
             .build()
-            .map_err(|(host, reason)| LoadError::Preopen {
-                plugin: name.clone(),
-                host,
-                reason,
-            })?;
+            .map_err(|(host, reason)| LoadErrorKind::Preopen { host, reason }.of(&name, &path))?;
         let shared = Arc::new(PluginShared {
             name,
             config: config
@@ -352,23 +359,15 @@ fn compile(
     bytes: &[u8],
 ) -> Result<(Component, CacheOutcome), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
-        return Err(LoadError::NotWasm {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
-        });
+        return Err(LoadErrorKind::NotWasm.of(plugin, path));
     }
     // Byte 4..8 is the version/layer: 1 for core modules, 0x0d 0x00 0x01 0x00 for components.
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(LoadError::CoreModule {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
-        });
+        return Err(LoadErrorKind::CoreModule.of(plugin, path));
     }
-    runtime.compile(bytes).map_err(|e| LoadError::Invalid {
-        plugin: plugin.to_string(),
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    })
+    runtime
+        .compile(bytes)
+        .map_err(|e| LoadErrorKind::Invalid(format!("{e:#}")).of(plugin, path))
 }
 
 fn link(
@@ -384,9 +383,7 @@ fn link(
     {
         let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
-        return Err(LoadError::WrongWorld {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
+        return Err(LoadErrorKind::WrongWorld {
             expected: bindings::HANDLER_EXPORT,
             world: bindings::WORLD,
             found: if exports.is_empty() {
@@ -394,23 +391,20 @@ fn link(
             } else {
                 exports.join(", ")
             },
-        });
+        }
+        .of(plugin, path));
     }
-    let instance_pre =
-        runtime
-            .linker()
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::Link {
-                plugin: plugin.to_string(),
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
-    let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-        plugin: plugin.to_string(),
-        path: path.to_path_buf(),
-        expected: bindings::HANDLER_EXPORT,
-        world: bindings::WORLD,
-        found: format!("{e:#}"),
+    let instance_pre = runtime
+        .linker()
+        .instantiate_pre(component)
+        .map_err(|e| LoadErrorKind::Link(format!("{e:#}")).of(plugin, path))?;
+    let wrong_world = |e: wasmtime::Error| {
+        LoadErrorKind::WrongWorld {
+            expected: bindings::HANDLER_EXPORT,
+            world: bindings::WORLD,
+            found: format!("{e:#}"),
+        }
+        .of(plugin, path)
     };
     let handler = HandlerIndices::new(&instance_pre).map_err(wrong_world)?;
     // Optional: absent is fine, but present with the wrong shape is a bad build.
@@ -418,12 +412,13 @@ fn link(
         .get_export_index(None, bindings::BATCH_HANDLER_EXPORT)
         .is_some()
     {
-        let indices = BatchIndices::new(&instance_pre).map_err(|e| LoadError::WrongWorld {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
-            expected: bindings::BATCH_HANDLER_EXPORT,
-            world: bindings::BATCH_WORLD,
-            found: format!("{e:#}"),
+        let indices = BatchIndices::new(&instance_pre).map_err(|e| {
+            LoadErrorKind::WrongWorld {
+                expected: bindings::BATCH_HANDLER_EXPORT,
+                world: bindings::BATCH_WORLD,
+                found: format!("{e:#}"),
+            }
+            .of(plugin, path)
         })?;
         Some(indices)
     } else {

@@ -67,32 +67,58 @@ pub enum BindingState {
     Stopped,
 }
 
-/// Message counters of one binding, updated on the hot path.
-#[derive(Debug, Default)]
-pub struct BindingCounters {
+/// Declares every per-binding counter once: the atomic the hot path
+/// updates ([`BindingCounters`]) and its value in the status ([`Counts`],
+/// shown flattened into each binding of `/status`). A new counter is one
+/// line here.
+macro_rules! binding_counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Message counters of one binding, updated on the hot path.
+        #[derive(Debug, Default)]
+        pub struct BindingCounters {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// The values of a binding's counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct Counts {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl BindingCounters {
+            /// Every counter, read now.
+            pub fn counts(&self) -> Counts {
+                Counts { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+binding_counters! {
     /// `handle` returned ok.
-    pub handled: AtomicU64,
+    handled,
     /// `handle` asked for a retry.
-    pub retried: AtomicU64,
+    retried,
     /// `handle` rejected the message.
-    pub rejected: AtomicU64,
+    rejected,
     /// `handle` trapped or ran past its deadline.
-    pub trapped: AtomicU64,
-    /// Publishing the outbox or the reply (or settling a JetStream message) failed.
-    pub publish_failed: AtomicU64,
+    trapped,
+    /// Publishing the outbox or the reply (or settling a JetStream message)
+    /// failed, or a reply to a `$` subject was refused.
+    publish_failed,
     /// JetStream messages dead-lettered and terminated.
-    pub dead_lettered: AtomicU64,
+    dead_lettered,
     /// Dead letters that could not be delivered (no PubAck in time, the
     /// stream refused, the server could not say which stream captures the
     /// subject): the message was nak'd and comes back.
-    pub dead_letter_failed: AtomicU64,
+    dead_letter_failed,
     /// Messages shed (core) or nak'd (JetStream) because the host was saturated.
-    pub shed: AtomicU64,
+    shed,
     /// `handle-batch` calls that trapped or ran out of time, whose messages
     /// were then handled again one at a time.
-    pub batches_rerun: AtomicU64,
+    batches_rerun,
     /// `handle-batch` calls made; `handled` / `batches` is the mean batch size.
-    pub batches: AtomicU64,
+    batches,
 }
 
 /// A binding as shown in the status.
@@ -116,16 +142,17 @@ pub struct BindingStatus {
     /// the binding's subject); kept until the binding is declared again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
-    pub handled: u64,
-    pub retried: u64,
-    pub rejected: u64,
-    pub trapped: u64,
-    pub publish_failed: u64,
-    pub dead_lettered: u64,
-    pub dead_letter_failed: u64,
-    pub shed: u64,
-    pub batches_rerun: u64,
-    pub batches: u64,
+    /// Its counters (`handled`, `retried`, …; `b.handled` reads through).
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+impl std::ops::Deref for BindingStatus {
+    type Target = Counts;
+
+    fn deref(&self) -> &Counts {
+        &self.counts
+    }
 }
 
 /// The whole status, as `GET /status` returns it.
@@ -204,16 +231,7 @@ fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
             state: BindingState::Pending,
             error: None,
             warning: None,
-            handled: 0,
-            retried: 0,
-            rejected: 0,
-            trapped: 0,
-            publish_failed: 0,
-            dead_lettered: 0,
-            dead_letter_failed: 0,
-            shed: 0,
-            batches_rerun: 0,
-            batches: 0,
+            counts: Counts::default(),
         })
         .collect()
 }
@@ -333,16 +351,7 @@ impl StatusHub {
         status.compile_cache = self.cache.as_ref().map(|c| c.stats());
         let counters = self.counters.read().expect("status counters lock");
         for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
-            b.handled = c.handled.load(Ordering::Relaxed);
-            b.retried = c.retried.load(Ordering::Relaxed);
-            b.rejected = c.rejected.load(Ordering::Relaxed);
-            b.trapped = c.trapped.load(Ordering::Relaxed);
-            b.publish_failed = c.publish_failed.load(Ordering::Relaxed);
-            b.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
-            b.dead_letter_failed = c.dead_letter_failed.load(Ordering::Relaxed);
-            b.shed = c.shed.load(Ordering::Relaxed);
-            b.batches_rerun = c.batches_rerun.load(Ordering::Relaxed);
-            b.batches = c.batches.load(Ordering::Relaxed);
+            b.counts = c.counts();
         }
         status
     }

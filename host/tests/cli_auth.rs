@@ -168,6 +168,15 @@ fn assert_no_secret(all: &str, secrets: &[&str]) {
     }
 }
 
+/// Start `wasmgate run` on a config with `nats` as its `[nats]` part (and
+/// `env`) in `dir`, and wait for it to exit by itself.
+fn run_to_exit(dir: &Path, nats: &str, env: &[(&str, &str)]) -> Output {
+    let cfg = config(dir, nats, "");
+    let mut cmd = run(&cfg);
+    cmd.envs(env.iter().copied());
+    wait(cmd.spawn().unwrap(), dir, Duration::from_secs(30))
+}
+
 /// A refused start: exit 1, and one stderr line `error: <want>`.
 fn assert_refused(out: &Output, want: &str, secrets: &[&str]) {
     let all = text(out);
@@ -194,90 +203,50 @@ fn refused_starts_exit_1_with_one_line_and_no_secret_at_trace() {
 
     // A wrong password written into the URL.
     let wrong = "pw-wrong-77aa01";
-    let cfg = config(
-        dir.path(),
-        &format!("[nats]\nservers = [\"nats://{USER}:{wrong}@127.0.0.1:{port}\"]"),
-        "",
-    );
-    let out = wait(
-        run(&cfg).spawn().unwrap(),
-        dir.path(),
-        Duration::from_secs(30),
-    );
+    let url = format!("nats://{USER}:{wrong}@127.0.0.1:{port}");
+    let out = run_to_exit(dir.path(), &format!("[nats]\nservers = [\"{url}\"]"), &[]);
+    let refused = "cannot connect to NATS: authorization violation: the server refused";
     assert_refused(
         &out,
-        "cannot connect to NATS: authorization violation: the server refused nats.auth.user \
-         \"gw\" with nats.auth.password",
+        &format!("{refused} nats.auth.user \"gw\" with nats.auth.password"),
         &[wrong],
     );
 
     // A token read from the environment.
     let token = "tok-from-env-5e21b0";
-    let cfg = config(
-        dir.path(),
-        &format!(
-            "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n\
-             [nats.auth]\ntoken = \"${{WASMGATE_TEST_TOKEN}}\""
-        ),
-        "",
+    let nats = format!(
+        "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n\
+         [nats.auth]\ntoken = \"${{WASMGATE_TEST_TOKEN}}\""
     );
-    let out = wait(
-        run(&cfg).env("WASMGATE_TEST_TOKEN", token).spawn().unwrap(),
-        dir.path(),
-        Duration::from_secs(30),
-    );
-    assert_refused(
-        &out,
-        "cannot connect to NATS: authorization violation: the server refused nats.auth.token",
-        &[token],
-    );
+    let out = run_to_exit(dir.path(), &nats, &[("WASMGATE_TEST_TOKEN", token)]);
+    assert_refused(&out, &format!("{refused} nats.auth.token"), &[token]);
 
     // An nkey seed the server does not know.
     let key = nkeys::KeyPair::new_user();
     let seed = key.seed().unwrap();
-    let cfg = config(
-        dir.path(),
-        &format!(
-            "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n\
-             [nats.auth]\nnkey_seed = \"{seed}\""
-        ),
-        "",
+    let nats = format!(
+        "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n[nats.auth]\nnkey_seed = \"{seed}\""
     );
-    let out = wait(
-        run(&cfg).spawn().unwrap(),
-        dir.path(),
-        Duration::from_secs(30),
-    );
+    let out = run_to_exit(dir.path(), &nats, &[]);
+    let public = key.public_key();
     assert_refused(
         &out,
-        &format!(
-            "cannot connect to NATS: authorization violation: the server refused \
-             nats.auth.nkey_seed (public key {})",
-            key.public_key()
-        ),
+        &format!("{refused} nats.auth.nkey_seed (public key {public})"),
         &[&seed],
     );
 
     // The variable unset: a config error (exit 2) naming key and variable.
-    let child = run(&cfg_with_unset_var(dir.path(), port)).spawn().unwrap();
-    let out = wait(child, dir.path(), Duration::from_secs(30));
+    let nats = format!(
+        "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n\
+         [nats.auth]\ntoken = \"${{WASMGATE_TEST_UNSET_TOKEN}}\""
+    );
+    let out = run_to_exit(dir.path(), &nats, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("nats.auth.token: environment variable WASMGATE_TEST_UNSET_TOKEN is not set"),
         "{err}"
     );
-}
-
-fn cfg_with_unset_var(dir: &Path, port: u16) -> PathBuf {
-    config(
-        dir,
-        &format!(
-            "[nats]\nservers = [\"nats://127.0.0.1:{port}\"]\n\
-             [nats.auth]\ntoken = \"${{WASMGATE_TEST_UNSET_TOKEN}}\""
-        ),
-        "",
-    )
 }
 
 /// `GET path` on `addr`: the whole response, headers and body.

@@ -94,14 +94,7 @@ impl Config {
     /// `secrets`); a no-op for a loaded config, whose URLs are clean.
     pub fn move_url_credentials(&mut self, origin: &str) -> Result<(), ConfigError> {
         let problems = super::secrets::move_url_credentials(self);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: origin.to_string(),
-                problems,
-            })
-        }
+        invalid_if_any(origin, problems)
     }
 
     /// `${NAME}` references read from the environment, credentials moved out
@@ -110,14 +103,7 @@ impl Config {
         let lookup = |name: &str| std::env::var(name).ok();
         let mut problems = super::secrets::expand_env(self, &lookup);
         problems.extend(super::secrets::move_url_credentials(self));
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: origin.to_string(),
-                problems,
-            })
-        }
+        invalid_if_any(origin, problems)
     }
 
     fn parse_unchecked(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -161,6 +147,17 @@ impl Config {
             "# wasmgate default configuration. Every key is optional; add [[plugin]] tables.\n\
              # See the README's config reference for what each key means.\n\n{body}"
         )
+    }
+}
+
+fn invalid_if_any(origin: &str, problems: Vec<Problem>) -> Result<(), ConfigError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            path: origin.to_string(),
+            problems,
+        })
     }
 }
 

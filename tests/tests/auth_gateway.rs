@@ -15,20 +15,12 @@ use wasmgate::config::{Config, OnExhausted, Secret};
 use wasmgate_tests::auth::{self, Operator};
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(15);
-
 /// The gateway config for `server` with `uppercase` on `in.>` (prefix `out`),
 /// and attempts that a refusal must not use up.
 fn gateway_config(url: String) -> Config {
-    let mut config = test_config(&[url]);
+    let mut config = upper_config(&[url]);
     config.reconnect.max_attempts = 30;
     config.reconnect.on_exhausted = OnExhausted::Exit;
-    config.plugins.push(plugin(
-        "upper",
-        "uppercase",
-        &["in.>"],
-        &[("prefix", "out")],
-    ));
     config
 }
 

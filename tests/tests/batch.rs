@@ -6,86 +6,29 @@
 
 use std::time::Duration;
 
-use async_nats::Client;
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
-use wasmgate::Gateway;
-use wasmgate::dispatch::ERROR_HEADER;
-use wasmgate::status::BindingStatus;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// The plugin's `timeout`: what a looping message costs, twice (in its batch,
 /// then alone).
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-struct Fixture {
-    _server: NatsServer,
-    gw: Gateway,
-    shutdown: CancellationToken,
-    nc: Client,
-}
-
-impl Fixture {
-    async fn start(batch: bool) -> Fixture {
-        init_logs();
-        let server = NatsServer::start();
-        let mut config = test_config(&[server.url()]);
-        let mut p = plugin("fb", "faulty-batched", &["b.>"], &[("prefix", "out")]);
-        p.timeout = TIMEOUT;
-        p.publish_allow = vec!["out.>".into()];
-        p.batch = batch;
-        config.plugins.push(p);
-        // Built without the SDK: exports `handler` only.
-        config.plugins.push(plugin(
-            "plain",
-            "echo-cached",
-            &["p.>"],
-            &[("prefix", "out")],
-        ));
-        let shutdown = CancellationToken::new();
-        let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-        gw.ready(WAIT).await.unwrap();
-        let nc = client(&server).await;
-        Fixture {
-            _server: server,
-            gw,
-            shutdown,
-            nc,
-        }
-    }
-
-    fn binding(&self) -> BindingStatus {
-        self.gw.status().bindings[0].clone()
-    }
-
-    async fn ask(&self, payload: &str) -> async_nats::Message {
-        tokio::time::timeout(WAIT, self.nc.request("b.ask", payload.to_string().into()))
-            .await
-            .unwrap_or_else(|_| panic!("{payload}: a reply, not a timeout"))
-            .unwrap_or_else(|e| panic!("{payload}: request failed: {e}"))
-    }
-
-    async fn finish(self) {
-        self.shutdown.cancel();
-        self.gw.wait().await.unwrap();
-    }
-}
-
-fn error_kind(msg: &async_nats::Message) -> Option<String> {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(ERROR_HEADER))
-        .map(|v| v.to_string())
-}
-
-fn text(msg: &async_nats::Message) -> String {
-    String::from_utf8_lossy(&msg.payload).into_owned()
+/// The kit's [`Fixture`] with `fb` (`faulty-batched`, built with the SDK) on
+/// `b.>` (prefix `out`, `publish_allow = ["out.>"]`, tight timeout; batched
+/// unless `batch` is false) and `plain` (`echo-cached`, built without the SDK:
+/// it exports `handler` only) on `p.>` (prefix `out`).
+async fn start(batch: bool) -> Fixture {
+    let mut p = plugin("fb", "faulty-batched", &["b.>"], &[("prefix", "out")]);
+    p.timeout = TIMEOUT;
+    p.publish_allow = vec!["out.>".into()];
+    p.batch = batch;
+    let plain = plugin("plain", "echo-cached", &["p.>"], &[("prefix", "out")]);
+    Fixture::start([p, plain]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_message_in_a_batch_fails_alone() {
-    let f = Fixture::start(true).await;
+    let f = start(true).await;
     let mut out = f.nc.subscribe("out.>").await.unwrap();
     let mut secret = f.nc.subscribe("secret.>").await.unwrap();
     f.nc.flush().await.unwrap();
@@ -128,7 +71,7 @@ async fn one_bad_message_in_a_batch_fails_alone() {
     assert_eq!(got, good, "every good message's output, in order");
 
     let b = eventually(WAIT, "every message counted", || async {
-        let b = f.binding();
+        let b = f.binding("fb");
         (b.handled + b.retried + b.rejected + b.trapped == sent.len() as u64).then_some(b)
     })
     .await;
@@ -156,43 +99,43 @@ async fn one_bad_message_in_a_batch_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requesters_hear_why_in_a_batch() {
-    let f = Fixture::start(true).await;
-    let reply = f.ask("hello").await;
+    let f = start(true).await;
+    let reply = f.ask("b.ask", "hello").await;
     assert_eq!((error_kind(&reply), text(&reply)), (None, "hello".into()));
 
-    let reply = f.ask("forbidden").await;
+    let reply = f.ask("b.ask", "forbidden").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(text(&reply), "publish failed: forbidden: secret.b.ask");
 
-    let reply = f.ask("bad-subject").await;
+    let reply = f.ask("b.ask", "bad-subject").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(
         text(&reply),
         "publish failed: invalid-subject: subject \"out.*\" uses a wildcard where a concrete subject is needed"
     );
 
-    let reply = f.ask("trap").await;
+    let reply = f.ask("b.ask", "trap").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("trap"));
     // A panic aborts: the trap is wasm's `unreachable`.
     assert!(text(&reply).contains("unreachable"), "{}", text(&reply));
 
-    let reply = f.ask("loop").await;
+    let reply = f.ask("b.ask", "loop").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("timeout"));
 
-    let reply = f.ask("retry").await;
+    let reply = f.ask("b.ask", "retry").await;
     assert_eq!(
         (error_kind(&reply).as_deref(), text(&reply).as_str()),
         (Some("retry"), "asked to retry")
     );
     // A fresh instance after the trap and the deadline.
-    let reply = f.ask("after").await;
+    let reply = f.ask("b.ask", "after").await;
     assert_eq!((error_kind(&reply), text(&reply)), (None, "after".into()));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_false_calls_handle_per_message_with_the_same_results() {
-    let f = Fixture::start(false).await;
+    let f = start(false).await;
     let status = f.gw.status();
     assert_eq!(
         status
@@ -203,14 +146,14 @@ async fn batch_false_calls_handle_per_message_with_the_same_results() {
         [("fb", false), ("plain", false)]
     );
     // The publish is refused by the import, at once, with the same text.
-    let reply = f.ask("forbidden").await;
+    let reply = f.ask("b.ask", "forbidden").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(text(&reply), "publish failed: forbidden: secret.b.ask");
-    let reply = f.ask("trap").await;
+    let reply = f.ask("b.ask", "trap").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("trap"));
-    let reply = f.ask("hello").await;
+    let reply = f.ask("b.ask", "hello").await;
     assert_eq!(text(&reply), "hello");
-    let b = f.binding();
+    let b = f.binding("fb");
     assert_eq!(
         (b.handled, b.rejected, b.trapped, b.batches_rerun),
         (1, 1, 1, 0)
@@ -220,7 +163,7 @@ async fn batch_false_calls_handle_per_message_with_the_same_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_plugins_with_the_batch_export_are_batched() {
-    let f = Fixture::start(true).await;
+    let f = start(true).await;
     let shown: Vec<_> =
         f.gw.status()
             .plugins
@@ -261,12 +204,11 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
         toml::from_str::<wasmgate::config::JetStreamConfig>(&text).unwrap()
     };
     let mut config = test_config(&[server.url()]);
-    let mut fb = plugin("fb", "faulty-batched", &["b.>"], &[("prefix", "out")]);
+    let prefix = &[("prefix", "out")];
+    let mut fb = jetstream_plugin("fb", "faulty-batched", "b.>", prefix, js_table("B"));
     fb.timeout = TIMEOUT;
-    fb.bindings[0].jetstream = Some(js_table("B"));
     config.plugins.push(fb);
-    let mut probe = plugin("probe", "jsprobe", &["p.>"], &[("prefix", "out")]);
-    probe.bindings[0].jetstream = Some(js_table("P"));
+    let probe = jetstream_plugin("probe", "jsprobe", "p.>", prefix, js_table("P"));
     config.plugins.push(probe);
     let gw = Running::start(config).await;
 
@@ -288,13 +230,9 @@ async fn jetstream_batches_settle_each_message_by_its_own_result() {
         });
     }
     for (i, payload) in sent.iter().enumerate() {
-        js.publish(format!("b.{i}"), payload.clone().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js_publish(&js, format!("b.{i}"), payload).await;
     }
-    js.publish("p.1", "x".into()).await.unwrap().await.unwrap();
+    js_publish(&js, "p.1".into(), "x").await;
 
     let bad = ["trap", "retry", "reject"];
     let mut want: Vec<String> = sent
@@ -384,22 +322,22 @@ async fn jetstream_batches_carry_each_messages_delivery_metadata() {
         } else {
             "x"
         };
-        js.publish(format!("p.{i}"), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js_publish(&js, format!("p.{i}"), payload).await;
     }
     let mut out = nc.subscribe("out.>").await.unwrap();
     nc.flush().await.unwrap();
 
     let mut config = test_config(&[server.url()]);
-    let mut probe = plugin("probe", "jsprobe-batched", &["p.>"], &[("prefix", "out")]);
-    probe.bindings[0].jetstream = Some(
-        toml::from_str(
-            "stream = \"P\"\nconsumer = \"gw\"\ncreate = true\nack_wait = \"3s\"\nbackoff = [\"100ms\"]\nmax_deliver = 3\n",
-        )
-        .unwrap(),
+    let js_table = toml::from_str(
+        "stream = \"P\"\nconsumer = \"gw\"\ncreate = true\nack_wait = \"3s\"\nbackoff = [\"100ms\"]\nmax_deliver = 3\n",
+    )
+    .unwrap();
+    let probe = jetstream_plugin(
+        "probe",
+        "jsprobe-batched",
+        "p.>",
+        &[("prefix", "out")],
+        js_table,
     );
     config.plugins.push(probe);
     let gw = Running::start(config).await;

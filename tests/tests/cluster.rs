@@ -14,13 +14,11 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use wasmgate_tests::WAIT;
 use wasmgate_tests::cluster::{
     Cluster, create_stream_with_retry, publish_with_retry, server_version, stream_leader,
     test_connect_options, wait_local_messages, wait_stream_current,
 };
-
-/// Bound on any one wait in these tests.
-const WAIT: Duration = Duration::from_secs(30);
 
 fn r3_file_stream(name: &str) -> stream::Config {
     stream::Config {

@@ -4,20 +4,15 @@
 //! makes the gateway nak and count, and keeps the message until that server
 //! is back.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use wasmgate::config::JetStreamConfig;
 use wasmgate_tests::cluster::{Cluster, create_stream_with_retry, stream_leader};
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(30);
-
 fn gateway(cluster: &Cluster, wasm: &str, subject: &str, js: JetStreamConfig) -> wasmgate::Config {
     let mut config = test_config(&cluster.urls());
-    let mut p = plugin("probe", wasm, &[subject], &[("prefix", "out")]);
-    p.bindings[0].jetstream = Some(js);
+    let p = jetstream_plugin("probe", wasm, subject, &[("prefix", "out")], js);
     config.plugins.push(p);
     config
 }
@@ -30,16 +25,6 @@ fn file_stream(name: &str, subject: &str, replicas: usize) -> stream::Config {
         storage: stream::StorageType::File,
         ..Default::default()
     }
-}
-
-async fn stream_config(js: &jetstream::Context, name: &str) -> stream::Info {
-    js.get_stream(name)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,27 +41,25 @@ async fn an_operators_r3_stream_stays_r3_and_the_gateways_own_gets_its_replicas(
 
     // The gateway's idea of ORDERS has one replica (the default); of MADE, three.
     let mut config = gateway(&cluster, "uppercase", "orders.>", js_config("ORDERS", "gw"));
-    let mut made = plugin("made", "uppercase", &["made.>"], &[("prefix", "out")]);
     let mut own = js_config("MADE", "gw");
     own.replicas = 3;
-    made.bindings[0].jetstream = Some(own);
+    let made = jetstream_plugin("made", "uppercase", "made.>", &[("prefix", "out")], own);
     config.plugins.push(made);
     let gw = Running::start(config).await;
 
     let mut out = nc.subscribe("out.>").await.unwrap();
     nc.flush().await.unwrap();
-    js.publish("orders.1", "one".into())
+    js_publish(&js, "orders.1".into(), "one").await;
+    let msg = tokio::time::timeout(WAIT, out.next())
         .await
         .unwrap()
-        .await
         .unwrap();
-    let msg = tokio::time::timeout(WAIT, out.next()).await.unwrap().unwrap();
     assert_eq!(&msg.payload[..], b"ONE");
 
-    let orders = stream_config(&js, "ORDERS").await;
+    let orders = stream_info(&js, "ORDERS").await;
     assert_eq!(orders.config.num_replicas, 3, "still R3");
     assert_eq!(orders.config, before, "not rewritten at all");
-    let made = stream_config(&js, "MADE").await;
+    let made = stream_info(&js, "MADE").await;
     assert_eq!(made.config.num_replicas, 3);
     let replicas = made.cluster.as_ref().map_or(0, |c| c.replicas.len());
     assert_eq!(replicas, 2, "a leader and two replicas: {:?}", made.cluster);
@@ -110,18 +93,14 @@ async fn a_dead_letter_stream_without_its_server_keeps_the_message() {
     let gw = Running::start(gateway(&cluster, "jsprobe", "in.>", binding)).await;
 
     tokio::task::block_in_place(|| cluster.node_mut(&dlq_node).kill());
-    js.publish("in.poison", "reject".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js_publish(&js, "in.poison".into(), "reject").await;
     eventually(WAIT, "dead letters refused and counted", || async {
         (gw.status().bindings[0].dead_letter_failed >= 2).then_some(())
     })
     .await;
     let b = &gw.status().bindings[0];
     assert_eq!(b.dead_lettered, 0, "{b:?}");
-    let kept = stream_config(&js, "IN").await;
+    let kept = stream_info(&js, "IN").await;
     assert_eq!(kept.state.messages, 1, "the input is kept");
 
     tokio::task::block_in_place(|| {
@@ -132,7 +111,7 @@ async fn a_dead_letter_stream_without_its_server_keeps_the_message() {
         (gw.status().bindings[0].dead_lettered == 1).then_some(())
     })
     .await;
-    let dlq = stream_config(&js, "DLQ").await;
+    let dlq = stream_info(&js, "DLQ").await;
     assert_eq!(dlq.state.messages, 1);
     gw.stop().await;
 }

@@ -143,14 +143,8 @@ async fn a_restarted_gateway_hits_the_cache() {
     init_logs();
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&[server.url()]);
+    let mut config = upper_config(&[server.url()]);
     config.runtime.cache_dir = dir.path().to_path_buf();
-    config.plugins.push(plugin(
-        "upper",
-        "uppercase",
-        &["in.>"],
-        &[("prefix", "out")],
-    ));
     let nc = client(&server).await;
 
     for expected in [CacheOutcome::Miss, CacheOutcome::Hit] {
@@ -159,11 +153,11 @@ async fn a_restarted_gateway_hits_the_cache() {
             .await
             .unwrap();
         assert_eq!(gw.plugin("upper").await.unwrap().cache_outcome(), expected);
-        gw.ready(Duration::from_secs(10)).await.unwrap();
+        gw.ready(WAIT).await.unwrap();
         let mut out = nc.subscribe("out.>").await.unwrap();
         nc.flush().await.unwrap();
         nc.publish("in.x", "cached".into()).await.unwrap();
-        let msg = tokio::time::timeout(Duration::from_secs(10), out.next())
+        let msg = tokio::time::timeout(WAIT, out.next())
             .await
             .expect("output arrives")
             .unwrap();

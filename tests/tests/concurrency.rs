@@ -7,8 +7,6 @@ use futures::future::join_all;
 use wasmgate::config::Overload;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(15);
-
 fn interval(reply: &async_nats::Message) -> (u128, u128) {
     let text = String::from_utf8_lossy(&reply.payload).to_string();
     let (a, b) = text
@@ -108,12 +106,7 @@ async fn a_saturated_host_sheds_and_counts() {
     .await;
     let overloaded = replies
         .iter()
-        .filter(|r| {
-            r.headers
-                .as_ref()
-                .and_then(|h| h.get(wasmgate::dispatch::ERROR_HEADER))
-                .is_some_and(|v| v.as_str() == "overloaded")
-        })
+        .filter(|r| error_kind(r).as_deref() == Some("overloaded"))
         .count();
     let b = gw.status().bindings[0].clone();
     assert!(

@@ -13,7 +13,11 @@ use futures::StreamExt;
 use wasmgate::config::JetStreamConfig;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// How soon a dead-letter stream created while the gateway runs must be
+/// noticed. Not the kit's [`WAIT`]: it has to stay well under how long an
+/// answer is trusted without an advisory (`MAX_AGE`), or the cached answer
+/// expiring could pass the test in place of the advisory it is about.
+const NOTICED_WITHIN: Duration = Duration::from_secs(10);
 
 /// `jsprobe` (which rejects `reject` and retries `always-retry`) bound to
 /// `in.>` through stream `IN`, dead letters to `dead_letter`.
@@ -26,18 +30,9 @@ fn gateway(
     js.dead_letter = Some(dead_letter.into());
     tune(&mut js);
     let mut config = test_config(&[server.url()]);
-    let mut p = plugin("probe", "jsprobe", &["in.>"], &[("prefix", "out")]);
-    p.bindings[0].jetstream = Some(js);
+    let p = jetstream_plugin("probe", "jsprobe", "in.>", &[("prefix", "out")], js);
     config.plugins.push(p);
     config
-}
-
-async fn js_publish(js: &jetstream::Context, subject: String, payload: &'static str) {
-    js.publish(subject, payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 /// The input stream's sequence a dead letter came from.
@@ -114,13 +109,13 @@ async fn a_stream_created_on_the_dead_letter_subject_is_noticed() {
         .unwrap();
     assert!(first.reply.is_none(), "no stream yet: a core message");
 
-    // Within WAIT, far less than how long an answer is trusted without an
-    // advisory: the gateway learns of the stream from JetStream's advisory.
-    // The advisory arrives a moment after the stream exists, so rejected
-    // messages go on until one is dead-lettered through JetStream.
-    assert!(WAIT < wasmgate::jetstream::streams::MAX_AGE);
+    // Within NOTICED_WITHIN, far less than how long an answer is trusted
+    // without an advisory: the gateway learns of the stream from JetStream's
+    // advisory. The advisory arrives a moment after the stream exists, so
+    // rejected messages go on until one is dead-lettered through JetStream.
+    assert!(NOTICED_WITHIN < wasmgate::jetstream::streams::MAX_AGE);
     dead_letter_stream(&js).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + NOTICED_WITHIN;
     let mut sent = 1;
     loop {
         assert!(
@@ -129,7 +124,7 @@ async fn a_stream_created_on_the_dead_letter_subject_is_noticed() {
         );
         sent += 1;
         js_publish(&js, format!("in.after.{sent}"), "reject").await;
-        let dead = tokio::time::timeout(WAIT, plain.next())
+        let dead = tokio::time::timeout(NOTICED_WITHIN, plain.next())
             .await
             .unwrap()
             .unwrap();
@@ -179,20 +174,11 @@ async fn a_dead_letter_stream_that_refuses_keeps_the_message() {
     .await;
     let b = &gw.status().bindings[0];
     assert_eq!(b.dead_lettered, 0, "{b:?}");
-    let stream_messages = |name: &'static str| {
-        let js = js.clone();
-        async move {
-            js.get_stream(name)
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .messages
-        }
-    };
-    assert_eq!(stream_messages("IN").await, 1, "the input is kept");
+    assert_eq!(
+        stream_info(&js, "IN").await.state.messages,
+        1,
+        "the input is kept"
+    );
 
     // Room in the stream: the kept message is dead-lettered at its next delivery.
     js.get_stream("DLQ").await.unwrap().purge().await.unwrap();
@@ -200,7 +186,7 @@ async fn a_dead_letter_stream_that_refuses_keeps_the_message() {
         (gw.status().bindings[0].dead_lettered == 1).then_some(())
     })
     .await;
-    assert_eq!(stream_messages("DLQ").await, 1);
+    assert_eq!(stream_info(&js, "DLQ").await.state.messages, 1);
     let dlq = js.get_stream("DLQ").await.unwrap();
     let stored = dlq
         .get_last_raw_message_by_subject("dlq.full")

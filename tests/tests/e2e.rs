@@ -8,20 +8,11 @@ use tokio_util::sync::CancellationToken;
 use wasmgate::Gateway;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_is_handled_and_output_arrives() {
     init_logs();
     let server = NatsServer::start();
-    let mut config = test_config(&[server.url()]);
-    config.plugins.push(plugin(
-        "upper",
-        "uppercase",
-        &["in.>"],
-        &[("prefix", "out")],
-    ));
-    let gw = Running::start(config).await;
+    let gw = Running::start(upper_config(&[server.url()])).await;
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
@@ -144,13 +135,6 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
                 .expect("request")
         }
     };
-    let error_kind = |m: &async_nats::Message| {
-        m.headers
-            .as_ref()
-            .and_then(|h| h.get(wasmgate::dispatch::ERROR_HEADER))
-            .map(|v| v.as_str().to_string())
-    };
-
     let trapped = ask("trap").await;
     assert_eq!(error_kind(&trapped).as_deref(), Some("trap"));
     assert!(
@@ -188,14 +172,7 @@ async fn trap_and_guest_errors_stay_inside_one_message() {
 async fn shutdown_drains_messages_already_received() {
     init_logs();
     let server = NatsServer::start();
-    let mut config = test_config(&[server.url()]);
-    config.plugins.push(plugin(
-        "upper",
-        "uppercase",
-        &["in.>"],
-        &[("prefix", "out")],
-    ));
-    let gw = Running::start(config).await;
+    let gw = Running::start(upper_config(&[server.url()])).await;
 
     let nc = client(&server).await;
     let mut out = nc.subscribe("out.>").await.unwrap();

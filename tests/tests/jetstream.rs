@@ -12,8 +12,6 @@ use wasmgate::config::{JetStreamConfig, Storage};
 use wasmgate::{BindingState, Gateway};
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(20);
-
 fn gateway_config(server: &NatsServer, js: JetStreamConfig) -> wasmgate::Config {
     gateway_config_with(server, js, "jsprobe")
 }
@@ -24,8 +22,7 @@ fn gateway_config(server: &NatsServer, js: JetStreamConfig) -> wasmgate::Config 
 /// metadata.
 fn gateway_config_with(server: &NatsServer, js: JetStreamConfig, wasm: &str) -> wasmgate::Config {
     let mut config = test_config(&[server.url()]);
-    let mut p = plugin("probe", wasm, &["in.>"], &[("prefix", "out")]);
-    p.bindings[0].jetstream = Some(js);
+    let p = jetstream_plugin("probe", wasm, "in.>", &[("prefix", "out")], js);
     config.plugins.push(p);
     config
 }
@@ -82,14 +79,6 @@ async fn read_outputs(js: &jetstream::Context, expect: usize) -> HashMap<String,
     }
     assert!(total >= counts.len());
     counts
-}
-
-async fn js_publish(js: &jetstream::Context, subject: String, payload: &'static str) {
-    js.publish(subject, payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

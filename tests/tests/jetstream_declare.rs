@@ -11,12 +11,9 @@ use futures::StreamExt;
 use wasmgate::config::{JetStreamConfig, Storage};
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
 fn gateway(server: &NatsServer, subject: &str, js: JetStreamConfig) -> wasmgate::Config {
     let mut config = test_config(&[server.url()]);
-    let mut p = plugin("upper", "uppercase", &[subject], &[("prefix", "out")]);
-    p.bindings[0].jetstream = Some(js);
+    let p = jetstream_plugin("upper", "uppercase", subject, &[("prefix", "out")], js);
     config.plugins.push(p);
     config
 }
@@ -69,11 +66,7 @@ async fn an_existing_stream_keeps_its_settings_and_an_existing_consumer_its_own(
     let gw = Running::start(gateway(&server, "orders.>", want)).await;
     let mut out = nc.subscribe("out.>").await.unwrap();
     nc.flush().await.unwrap();
-    js.publish("orders.1", "one".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js_publish(&js, "orders.1".into(), "one").await;
     let msg = tokio::time::timeout(WAIT, out.next())
         .await
         .unwrap()
@@ -132,15 +125,7 @@ async fn a_stream_that_does_not_capture_the_binding_is_reported_not_rewritten() 
         b["warning"] == shown.as_str() || b["error"] == shown.as_str(),
         "{b}"
     );
-    let after = js
-        .get_stream("OTHER")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let after = stream_info(&js, "OTHER").await.config;
     assert_eq!(after, before);
     shutdown.cancel();
     let _ = gw.wait().await;

@@ -14,8 +14,6 @@ use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
 /// Ask the `faulty` plugin on `subject` to publish `payload` to `target`;
 /// its reply says `published` or `refused: <error>`.
 async fn publish_via(
@@ -349,11 +347,7 @@ async fn the_example_server_permissions_let_the_gateway_work_and_nothing_more() 
         .unwrap()
         .unwrap();
     assert_eq!(msg.subject.as_str(), "out.in.hello");
-    js.publish("orders.1", "order".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js_publish(&js, "orders.1".into(), "order").await;
     let msg = tokio::time::timeout(WAIT, out.next())
         .await
         .unwrap()

@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use async_nats::{Client, ConnectError, ConnectErrorKind, ConnectOptions};
 use futures::StreamExt;
-use wasmgate_tests::{NatsServer, auth, nats_server_bin};
+use wasmgate_tests::{NatsServer, WAIT, auth, nats_server_bin};
 
 /// Short, so a refusal that hangs instead of failing shows up as `TimedOut`
-/// in seconds rather than holding the test.
+/// in seconds rather than holding the test. Anything else a test waits for
+/// (a request, JetStream) is bounded by the kit's [`WAIT`].
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on anything else a test waits for (subscribe, request, JetStream).
-const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn options() -> ConnectOptions {
     ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT)
@@ -61,13 +60,10 @@ async fn assert_round_trip(nc: &Client, case: &str) {
             .expect("publish the reply");
         responder.flush().await.expect("flush the reply");
     });
-    let reply = tokio::time::timeout(
-        STEP_TIMEOUT,
-        nc.request("auth.echo", case.to_string().into()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{case}: no reply within {STEP_TIMEOUT:?}"))
-    .unwrap_or_else(|e| panic!("{case}: request failed: {e}"));
+    let reply = tokio::time::timeout(WAIT, nc.request("auth.echo", case.to_string().into()))
+        .await
+        .unwrap_or_else(|_| panic!("{case}: no reply within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("{case}: request failed: {e}"));
     assert_eq!(reply.payload, case.as_bytes(), "{case}: echoed payload");
     echo.await.expect("responder finishes");
 }
@@ -173,7 +169,7 @@ async fn jwt_operator_mode_with_jetstream() {
 
     let js = async_nats::jetstream::new(nc);
     let stream = tokio::time::timeout(
-        STEP_TIMEOUT,
+        WAIT,
         js.create_stream(async_nats::jetstream::stream::Config {
             name: "AUTH".into(),
             subjects: vec!["auth.js.>".into()],

@@ -8,13 +8,10 @@
 //! makes these tests fail with the script's output, never skip.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use futures::StreamExt;
 use wasmgate::dispatch::ERROR_HEADER;
 use wasmgate_tests::*;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 async fn next(sub: &mut async_nats::Subscriber, what: &str) -> async_nats::Message {
     tokio::time::timeout(WAIT, sub.next())

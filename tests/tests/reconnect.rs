@@ -12,19 +12,6 @@ use wasmgate::config::OnExhausted;
 use wasmgate::{ConnectionState, Gateway, ReconnectPath};
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(15);
-
-fn upper_config(server: &NatsServer) -> wasmgate::Config {
-    let mut config = test_config(&[server.url()]);
-    config.plugins.push(plugin(
-        "upper",
-        "uppercase",
-        &["in.>"],
-        &[("prefix", "out")],
-    ));
-    config
-}
-
 /// Publish `n` unique messages and count how often each output arrives.
 async fn send_and_count(server: &NatsServer, tag: &str, n: usize) -> HashMap<String, usize> {
     let nc = client(server).await;
@@ -62,7 +49,7 @@ fn assert_each_once(counts: &HashMap<String, usize>, n: usize) {
 async fn kill_and_restart_resumes_without_duplicate_bindings() {
     init_logs();
     let mut server = NatsServer::start();
-    let gw = Running::start(upper_config(&server)).await;
+    let gw = Running::start(upper_config(&[server.url()])).await;
     assert_each_once(&send_and_count(&server, "before", 50).await, 50);
 
     for round in 1..=2u64 {
@@ -97,7 +84,7 @@ async fn kill_and_restart_resumes_without_duplicate_bindings() {
 async fn hung_server_is_detected_and_the_supervisor_reconnects() {
     init_logs();
     let server = NatsServer::start();
-    let config = upper_config(&server);
+    let config = upper_config(&[server.url()]);
     let (interval, timeout, threshold) = (
         config.health.interval,
         config.health.timeout,
@@ -150,7 +137,7 @@ async fn hung_server_is_detected_and_the_supervisor_reconnects() {
 async fn exhausted_attempts_exit_with_an_error() {
     init_logs();
     let mut server = NatsServer::start();
-    let mut config = upper_config(&server);
+    let mut config = upper_config(&[server.url()]);
     config.reconnect.max_attempts = 3;
     config.reconnect.on_exhausted = OnExhausted::Exit;
     let gw = Gateway::start(config, CancellationToken::new())
@@ -174,7 +161,7 @@ async fn exhausted_attempts_exit_with_an_error() {
 async fn exhausted_attempts_keep_trying_when_configured() {
     init_logs();
     let mut server = NatsServer::start();
-    let mut config = upper_config(&server);
+    let mut config = upper_config(&[server.url()]);
     config.reconnect.max_attempts = 3;
     config.reconnect.on_exhausted = OnExhausted::KeepTrying;
     let gw = Running::start(config).await;
@@ -226,7 +213,7 @@ async fn initial_connect_exhausted_reports_failed() {
 async fn reconnect_callbacks_run_once_per_reconnect_in_order() {
     init_logs();
     let mut server = NatsServer::start();
-    let gw = Running::start(upper_config(&server)).await;
+    let gw = Running::start(upper_config(&[server.url()])).await;
 
     let log = Arc::new(Mutex::new(Vec::new()));
     for name in ["first", "failing", "last"] {

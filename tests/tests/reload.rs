@@ -3,12 +3,9 @@
 //! and removes plugins and bindings.
 
 use std::path::Path;
-use std::time::Duration;
 
 use futures::future::join_all;
 use wasmgate_tests::*;
-
-const WAIT: Duration = Duration::from_secs(15);
 
 /// Replace a file the way build tools do: write beside it, then rename over it.
 fn replace_file(target: &Path, bytes: &[u8]) {

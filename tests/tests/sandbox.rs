@@ -5,18 +5,16 @@
 //! keeps handling every message sent to it meanwhile.
 
 use std::collections::BTreeSet;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, Subscriber};
+use async_nats::Subscriber;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wasmgate::Gateway;
 use wasmgate::config::ByteSize;
-use wasmgate::status::BindingStatus;
 use wasmgate_tests::*;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// The faulty plugin's `timeout`.
 const TIMEOUT: Duration = Duration::from_millis(300);
 /// The faulty plugin's `memory`, in MiB.
@@ -24,37 +22,27 @@ const MEMORY_MIB: u64 = 16;
 /// Healthy messages sent at least, however quickly a test is done.
 const MIN_HEALTHY: u64 = 20;
 
-/// A gateway with `faulty` on `f.>` (prefix `out`, `publish_allow = ["out.>"]`,
-/// tight timeout and memory) and `upper` on `ok.>` (prefix `up`), and
-/// healthy traffic to `upper` running all along.
-struct Fixture {
-    _server: NatsServer,
-    gw: Gateway,
-    shutdown: CancellationToken,
-    nc: Client,
+/// The kit's [`Fixture`] with `faulty` on `f.>` (prefix `out`,
+/// `publish_allow = ["out.>"]`, tight timeout and memory) and `upper` on
+/// `ok.>` (prefix `up`), and healthy traffic to `upper` running all along.
+/// Derefs to the fixture.
+struct Sandbox {
+    fixture: Fixture,
     healthy_stop: CancellationToken,
     healthy_task: JoinHandle<u64>,
     healthy_out: Subscriber,
 }
 
-impl Fixture {
-    async fn start() -> Fixture {
-        init_logs();
-        let server = NatsServer::start();
-        let mut config = test_config(&[server.url()]);
+impl Sandbox {
+    async fn start() -> Sandbox {
         let mut faulty = plugin("faulty", "faulty", &["f.>"], &[("prefix", "out")]);
         faulty.timeout = TIMEOUT;
         faulty.memory = ByteSize::mib(MEMORY_MIB);
         faulty.publish_allow = vec!["out.>".into()];
-        config.plugins.push(faulty);
-        config
-            .plugins
-            .push(plugin("upper", "uppercase", &["ok.>"], &[("prefix", "up")]));
-        let shutdown = CancellationToken::new();
-        let gw = Gateway::start(config, shutdown.clone()).await.unwrap();
-        gw.ready(WAIT).await.unwrap();
+        let upper = plugin("upper", "uppercase", &["ok.>"], &[("prefix", "up")]);
+        let fixture = Fixture::start([faulty, upper]).await;
 
-        let nc = client(&server).await;
+        let nc = &fixture.nc;
         let healthy_out = nc.subscribe("up.>").await.unwrap();
         nc.flush().await.unwrap();
         let healthy_stop = CancellationToken::new();
@@ -74,11 +62,8 @@ impl Fixture {
                 sent
             }
         });
-        Fixture {
-            _server: server,
-            gw,
-            shutdown,
-            nc,
+        Sandbox {
+            fixture,
             healthy_stop,
             healthy_task,
             healthy_out,
@@ -86,21 +71,10 @@ impl Fixture {
     }
 
     /// A request to the faulty plugin; the reply and how long it took.
-    async fn ask(&self, subject: &str, payload: &str) -> (async_nats::Message, Duration) {
+    async fn ask_timed(&self, subject: &str, payload: &str) -> (async_nats::Message, Duration) {
         let started = Instant::now();
-        let reply = tokio::time::timeout(
-            WAIT,
-            self.nc
-                .request(subject.to_string(), payload.to_string().into()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{payload}: a reply, not a timeout"))
-        .unwrap_or_else(|e| panic!("{payload}: request failed: {e}"));
+        let reply = self.ask(subject, payload).await;
         (reply, started.elapsed())
-    }
-
-    fn faulty(&self) -> BindingStatus {
-        self.gw.status().bindings[0].clone()
     }
 
     /// Stop the healthy traffic, check every message of it came out of
@@ -116,7 +90,7 @@ impl Fixture {
                     panic!(
                         "healthy plugin: only {} of {sent} outputs arrived; status {:?}",
                         seen.len(),
-                        self.gw.status().bindings[1]
+                        self.fixture.gw.status().bindings[1]
                     )
                 })
                 .unwrap();
@@ -129,7 +103,7 @@ impl Fixture {
             assert!(seen.insert(i), "duplicate output {i}");
         }
         assert_eq!(seen, (0..sent).collect(), "every healthy message, once");
-        let status = self.gw.status();
+        let status = self.fixture.gw.status();
         let upper = &status.bindings[1];
         assert_eq!(upper.plugin, "upper");
         assert_eq!(
@@ -144,20 +118,16 @@ impl Fixture {
             "the healthy plugin handled everything and saw no failure"
         );
         assert_eq!(status.state, wasmgate::ConnectionState::Connected);
-        self.shutdown.cancel();
-        self.gw.wait().await.unwrap();
+        self.fixture.finish().await;
     }
 }
 
-fn error_kind(m: &async_nats::Message) -> Option<String> {
-    m.headers
-        .as_ref()
-        .and_then(|h| h.get(wasmgate::dispatch::ERROR_HEADER))
-        .map(|v| v.as_str().to_string())
-}
+impl Deref for Sandbox {
+    type Target = Fixture;
 
-fn text(m: &async_nats::Message) -> String {
-    String::from_utf8_lossy(&m.payload).into_owned()
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
 }
 
 /// Expect a success reply with this payload.
@@ -168,9 +138,9 @@ fn assert_ok(m: &async_nats::Message, payload: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_interrupted_at_its_deadline() {
-    let f = Fixture::start().await;
+    let f = Sandbox::start().await;
     for _ in 0..2 {
-        let (reply, elapsed) = f.ask("f.x", "loop").await;
+        let (reply, elapsed) = f.ask_timed("f.x", "loop").await;
         assert_eq!(
             error_kind(&reply).as_deref(),
             Some("timeout"),
@@ -189,23 +159,23 @@ async fn an_endless_loop_is_interrupted_at_its_deadline() {
         );
     }
     // A fresh instance serves the next message.
-    let (reply, _) = f.ask("f.x", "after the loop").await;
+    let reply = f.ask("f.x", "after the loop").await;
     assert_ok(&reply, "after the loop");
-    let b = f.faulty();
+    let b = f.binding("faulty");
     assert_eq!((b.trapped, b.handled, b.rejected), (2, 1, 0));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_traps_at_the_memory_limit() {
-    let f = Fixture::start().await;
-    let (reply, _) = f.ask("f.x", "alloc:4").await;
+    let f = Sandbox::start().await;
+    let reply = f.ask("f.x", "alloc:4").await;
     assert_ok(&reply, "allocated 4 MiB");
 
     // Over the limit at once, and bit by bit.
     let over = format!("alloc:{}", MEMORY_MIB * 2);
     for payload in [over.as_str(), "memory-bomb"] {
-        let (reply, _) = f.ask("f.x", payload).await;
+        let reply = f.ask("f.x", payload).await;
         assert_eq!(
             error_kind(&reply).as_deref(),
             Some("trap"),
@@ -220,23 +190,23 @@ async fn a_memory_bomb_traps_at_the_memory_limit() {
         assert_one_line_reason(&reply);
     }
     // The bomb's instance was discarded: a fresh one has room for 3/4 of the limit.
-    let (reply, _) = f.ask("f.x", &format!("alloc:{}", MEMORY_MIB * 3 / 4)).await;
+    let reply = f.ask("f.x", &format!("alloc:{}", MEMORY_MIB * 3 / 4)).await;
     assert_ok(&reply, &format!("allocated {} MiB", MEMORY_MIB * 3 / 4));
-    let b = f.faulty();
+    let b = f.binding("faulty");
     assert_eq!((b.trapped, b.handled), (2, 2));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stack_overflows_trap() {
-    let f = Fixture::start().await;
+    let f = Sandbox::start().await;
     // Big frames overflow the guest's own stack in linear memory first;
     // scalar frames run into wasmtime's limit on the native stack.
     for (payload, reason) in [
         ("stack-overflow", "out of bounds memory access"),
         ("native-stack-overflow", "call stack exhausted"),
     ] {
-        let (reply, _) = f.ask("f.x", payload).await;
+        let reply = f.ask("f.x", payload).await;
         assert_eq!(
             error_kind(&reply).as_deref(),
             Some("trap"),
@@ -245,28 +215,28 @@ async fn stack_overflows_trap() {
         );
         assert!(text(&reply).contains(reason), "{payload}: {}", text(&reply));
         assert_one_line_reason(&reply);
-        let (reply, _) = f.ask("f.x", "after the overflow").await;
+        let reply = f.ask("f.x", "after the overflow").await;
         assert_ok(&reply, "after the overflow");
     }
-    let b = f.faulty();
+    let b = f.binding("faulty");
     assert_eq!((b.trapped, b.handled), (2, 2));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_publish_is_refused_counted_and_not_sent() {
-    let f = Fixture::start().await;
+    let f = Sandbox::start().await;
     let mut secret = f.nc.subscribe("secret.>").await.unwrap();
     let mut out = f.nc.subscribe("out.>").await.unwrap();
     f.nc.flush().await.unwrap();
 
-    let (reply, _) = f.ask("f.a", "forbidden-publish").await;
+    let reply = f.ask("f.a", "forbidden-publish").await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(text(&reply), "PublishError::Forbidden(\"secret.f.a\")");
 
     // The guest ignores the refusal and succeeds: its allowed publish goes
     // out, the forbidden one does not.
-    let (reply, _) = f.ask("f.b", "forbidden-then-ok").await;
+    let reply = f.ask("f.b", "forbidden-then-ok").await;
     assert_ok(&reply, "Err(PublishError::Forbidden(\"secret.f.b\"))");
     let msg = tokio::time::timeout(WAIT, out.next())
         .await
@@ -292,28 +262,28 @@ async fn a_forbidden_publish_is_refused_counted_and_not_sent() {
             .find(|p| p.name == "faulty")
             .unwrap();
     assert_eq!((shown.publish_forbidden, shown.publish_refused), (2, 2));
-    let b = f.faulty();
+    let b = f.binding("faulty");
     assert_eq!((b.rejected, b.handled, b.trapped), (1, 1, 0));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_output_is_refused_before_it_reaches_the_server() {
-    let f = Fixture::start().await;
+    let f = Sandbox::start().await;
     let max = f.nc.server_info().max_payload;
     assert!(max > 2000, "server max_payload {max}");
     let mut out = f.nc.subscribe("out.>").await.unwrap();
     f.nc.flush().await.unwrap();
 
     // A publish just over the server's limit comes back to the guest.
-    let (reply, _) = f.ask("f.x", &format!("huge-publish:{}", max + 1)).await;
+    let reply = f.ask("f.x", &format!("huge-publish:{}", max + 1)).await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(
         text(&reply),
         format!("PublishError::PayloadTooLarge({max})")
     );
     // One that fits goes out.
-    let (reply, _) = f.ask("f.y", &format!("huge-publish:{}", max - 1000)).await;
+    let reply = f.ask("f.y", &format!("huge-publish:{}", max - 1000)).await;
     assert_ok(&reply, "published");
     let msg = tokio::time::timeout(WAIT, out.next())
         .await
@@ -327,7 +297,7 @@ async fn oversized_output_is_refused_before_it_reaches_the_server() {
     assert_eq!(msg.payload.len(), max - 1000);
 
     // A reply over the limit cannot be delivered: the requester hears why.
-    let (reply, _) = f.ask("f.x", &format!("huge-reply:{}", max + 1)).await;
+    let reply = f.ask("f.x", &format!("huge-reply:{}", max + 1)).await;
     assert_eq!(error_kind(&reply).as_deref(), Some("reject"));
     assert_eq!(
         text(&reply),
@@ -336,10 +306,10 @@ async fn oversized_output_is_refused_before_it_reaches_the_server() {
             max + 1
         )
     );
-    let (reply, _) = f.ask("f.x", "huge-reply:1000").await;
+    let reply = f.ask("f.x", "huge-reply:1000").await;
     assert_ok(&reply, &"x".repeat(1000));
 
-    let b = f.faulty();
+    let b = f.binding("faulty");
     assert_eq!(
         (b.rejected, b.handled, b.trapped, b.publish_failed),
         (2, 2, 0, 0),

@@ -77,7 +77,10 @@ fn core_module_is_not_a_component() {
 fn wrong_world() {
     let path = plugin_wasm("wrong-world");
     let err = load(&path).unwrap_err();
-    assert!(matches!(err.kind, LoadErrorKind::WrongWorld { .. }), "{err}");
+    assert!(
+        matches!(err.kind, LoadErrorKind::WrongWorld { .. }),
+        "{err}"
+    );
     check_golden("wrong_world", &path, &err);
 }
 

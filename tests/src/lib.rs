@@ -35,4 +35,6 @@ pub use gateway::{
     upper_config,
 };
 pub use plugins::{plugin_wasm, polyglot_wasm, repo_root};
-pub use server::{NatsServer, client, dead_letter_stream, free_port, js_publish, nats_server_bin};
+pub use server::{
+    NatsServer, client, dead_letter_stream, free_port, js_publish, js_round_trip, nats_server_bin,
+};

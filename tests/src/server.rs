@@ -287,6 +287,25 @@ pub async fn js_publish(js: &async_nats::jetstream::Context, subject: String, pa
         .expect("JetStream publish acked");
 }
 
+/// JetStream-publish `payload` to `subject` and return what the gateway's
+/// `uppercase` plugin (prefix `out`) published for it.
+pub async fn js_round_trip(
+    nc: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    payload: &str,
+) -> bytes::Bytes {
+    use futures::StreamExt;
+    let mut out = nc.subscribe("out.>").await.expect("subscribe out.>");
+    nc.flush().await.expect("flush");
+    js_publish(js, subject.to_string(), payload).await;
+    tokio::time::timeout(crate::WAIT, out.next())
+        .await
+        .expect("the output in time")
+        .expect("subscription open")
+        .payload
+}
+
 /// A stream `DLQ` capturing `dlq.>`, for tests that keep their dead letters
 /// (the gateway then publishes them with JetStream and waits for the ack).
 pub async fn dead_letter_stream(js: &async_nats::jetstream::Context) {

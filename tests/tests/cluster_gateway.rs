@@ -5,7 +5,6 @@
 //! is back.
 
 use async_nats::jetstream::{self, stream};
-use futures::StreamExt;
 use wasmgate::config::JetStreamConfig;
 use wasmgate_tests::cluster::{Cluster, create_stream_with_retry, stream_leader};
 use wasmgate_tests::*;
@@ -47,14 +46,10 @@ async fn an_operators_r3_stream_stays_r3_and_the_gateways_own_gets_its_replicas(
     config.plugins.push(made);
     let gw = Running::start(config).await;
 
-    let mut out = nc.subscribe("out.>").await.unwrap();
-    nc.flush().await.unwrap();
-    js_publish(&js, "orders.1".into(), "one").await;
-    let msg = tokio::time::timeout(WAIT, out.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&msg.payload[..], b"ONE");
+    assert_eq!(
+        &js_round_trip(&nc, &js, "orders.1", "one").await[..],
+        b"ONE"
+    );
 
     let orders = stream_info(&js, "ORDERS").await;
     assert_eq!(orders.config.num_replicas, 3, "still R3");

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
-use futures::StreamExt;
 use wasmgate::config::{JetStreamConfig, Storage};
 use wasmgate_tests::*;
 
@@ -64,14 +63,10 @@ async fn an_existing_stream_keeps_its_settings_and_an_existing_consumer_its_own(
     want.ack_wait = Duration::from_secs(3);
     want.max_deliver = 5;
     let gw = Running::start(gateway(&server, "orders.>", want)).await;
-    let mut out = nc.subscribe("out.>").await.unwrap();
-    nc.flush().await.unwrap();
-    js_publish(&js, "orders.1".into(), "one").await;
-    let msg = tokio::time::timeout(WAIT, out.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&msg.payload[..], b"ONE");
+    assert_eq!(
+        &js_round_trip(&nc, &js, "orders.1", "one").await[..],
+        b"ONE"
+    );
 
     let mut stream = js.get_stream("ORDERS").await.unwrap();
     let after = stream.info().await.unwrap().config.clone();

@@ -100,14 +100,26 @@ async fn pending_message(js: &jetstream::Context) -> String {
     ack
 }
 
-#[tokio::test]
-async fn the_default_grant_reaches_no_reserved_namespace() {
+/// A server with a pending message (its ack subject) and bucket `b`.
+async fn setup() -> (
+    NatsServer,
+    async_nats::Client,
+    jetstream::Context,
+    String,
+    stream::Stream,
+) {
     init_logs();
     let server = NatsServer::start();
     let nc = client(&server).await;
     let js = jetstream::new(nc.clone());
     let ack = pending_message(&js).await;
     let bucket = kv_bucket(&js).await;
+    (server, nc, js, ack, bucket)
+}
+
+#[tokio::test]
+async fn the_default_grant_reaches_no_reserved_namespace() {
+    let (server, nc, js, ack, bucket) = setup().await;
     // Anything that leaks to these subjects in the default account arrives here.
     let mut sys = nc.subscribe("$SYS.>").await.unwrap();
     let mut victim_inbox = nc.subscribe("_INBOX.victim.>").await.unwrap();
@@ -238,12 +250,7 @@ async fn the_default_grant_reaches_no_reserved_namespace() {
 
 #[tokio::test]
 async fn a_literal_grant_reaches_its_namespace_and_none_reaches_acks() {
-    init_logs();
-    let server = NatsServer::start();
-    let nc = client(&server).await;
-    let js = jetstream::new(nc.clone());
-    let ack = pending_message(&js).await;
-    let bucket = kv_bucket(&js).await;
+    let (server, nc, js, ack, bucket) = setup().await;
 
     let mut config = test_config(&[server.url()]);
     let mut writer = plugin("writer", "faulty", &["w.>"], &[]);

@@ -528,14 +528,7 @@ impl Machine {
 
     fn shutdown(&mut self) -> Vec<Action> {
         use ConnectionState::*;
-        let stop = [
-            Action::Publish(Update {
-                state: Some(Stopped),
-                ..Update::default()
-            }),
-            Action::MarkBindings(BindingState::Stopped),
-            Action::Exit(Ok(())),
-        ];
+        let stop = stopped();
         let actions = match self.state {
             // A connection to drain.
             Connected | Degraded | Disconnected => {
@@ -556,4 +549,17 @@ impl Machine {
         self.state = Stopped;
         actions
     }
+}
+
+/// What ending without a connection to drain takes: the state `stopped`,
+/// every binding stopped, `run` returns.
+pub(super) fn stopped() -> [Action; 3] {
+    [
+        Action::Publish(Update {
+            state: Some(ConnectionState::Stopped),
+            ..Update::default()
+        }),
+        Action::MarkBindings(BindingState::Stopped),
+        Action::Exit(Ok(())),
+    ]
 }

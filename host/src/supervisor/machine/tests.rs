@@ -565,14 +565,7 @@ fn shutdown_drains_a_connection_then_stops() {
 
 #[test]
 fn shutdown_during_attempts_stops_without_draining() {
-    let stop = [
-        Action::Publish(Update {
-            state: Some(Stopped),
-            ..Update::default()
-        }),
-        Action::MarkBindings(BindingState::Stopped),
-        Action::Exit(Ok(())),
-    ];
+    let stop = super::stopped();
     let mut m = Machine::new(settings());
     m.on(Event::Start);
     assert_eq!(m.on(Event::Shutdown), stop, "from connecting");

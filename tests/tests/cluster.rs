@@ -100,12 +100,20 @@ async fn r3_stream_takes_acked_publishes() {
     let t = Instant::now();
     let mut acks = 0;
     for i in 0..100u64 {
-        let ack = js
-            .publish("orders.new", format!("order {i}").into())
-            .await
-            .expect("publish sent")
-            .await
-            .expect("publish acked");
+        // A stream with a leader may not yet have its subjects' interest on
+        // the node this client talks to (the first publish can find no
+        // stream): the first is retried until the stream takes it.
+        let ack = if i == 0 {
+            publish_with_retry(&js, "orders.new", "r3-0", "order 0".into(), WAIT)
+                .await
+                .0
+        } else {
+            js.publish("orders.new", format!("order {i}").into())
+                .await
+                .expect("publish sent")
+                .await
+                .expect("publish acked")
+        };
         assert_eq!(ack.sequence, i + 1);
         assert!(!ack.duplicate);
         acks += 1;

@@ -5,8 +5,11 @@
 //! is back.
 
 use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
 use wasmgate::config::JetStreamConfig;
-use wasmgate_tests::cluster::{Cluster, create_stream_with_retry, stream_leader};
+use wasmgate_tests::cluster::{
+    Cluster, create_stream_with_retry, publish_with_retry, stream_leader,
+};
 use wasmgate_tests::*;
 
 fn gateway(cluster: &Cluster, wasm: &str, subject: &str, js: JetStreamConfig) -> wasmgate::Config {
@@ -46,10 +49,14 @@ async fn an_operators_r3_stream_stays_r3_and_the_gateways_own_gets_its_replicas(
     config.plugins.push(made);
     let gw = Running::start(config).await;
 
-    assert_eq!(
-        &js_round_trip(&nc, &js, "orders.1", "one").await[..],
-        b"ONE"
-    );
+    let mut out = nc.subscribe("out.>").await.unwrap();
+    nc.flush().await.unwrap();
+    publish_with_retry(&js, "orders.1", "orders-1", "one".into(), WAIT).await;
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&msg.payload[..], b"ONE");
 
     let orders = stream_info(&js, "ORDERS").await;
     assert_eq!(orders.config.num_replicas, 3, "still R3");
@@ -88,7 +95,8 @@ async fn a_dead_letter_stream_without_its_server_keeps_the_message() {
     let gw = Running::start(gateway(&cluster, "jsprobe", "in.>", binding)).await;
 
     tokio::task::block_in_place(|| cluster.node_mut(&dlq_node).kill());
-    js_publish(&js, "in.poison".into(), "reject").await;
+    // Retried while the client's node may not see the stream's interest yet.
+    publish_with_retry(&js, "in.poison", "poison-1", "reject".into(), WAIT).await;
     eventually(WAIT, "dead letters refused and counted", || async {
         (gw.status().bindings[0].dead_letter_failed >= 2).then_some(())
     })

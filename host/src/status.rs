@@ -106,6 +106,10 @@ binding_counters! {
     /// Publishing the outbox or the reply (or settling a JetStream message)
     /// failed, or a reply to a `$` subject was refused.
     publish_failed,
+    /// Publishes a stream did not confirm (no PubAck in time, an error, or
+    /// the server could not say which stream captures the subject): the
+    /// input was nak'd (JetStream) or its requester got an error reply.
+    publish_unconfirmed,
     /// JetStream messages dead-lettered and terminated.
     dead_lettered,
     /// Dead letters that could not be delivered (no PubAck in time, the

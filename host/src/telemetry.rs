@@ -199,11 +199,16 @@ impl Collector for StatusCollector {
         )?;
         // One counter per binding for each of these.
         type Read = fn(&crate::status::BindingStatus) -> u64;
-        let per_binding: [(&str, &str, Read); 3] = [
+        let per_binding: [(&str, &str, Read); 4] = [
             (
                 "wasmgate_publish_failures",
                 "Failed publishes, replies and acks",
                 |b| b.publish_failed,
+            ),
+            (
+                "wasmgate_publish_unconfirmed",
+                "Publishes a stream did not confirm with a PubAck (their input was nak'd or its requester told)",
+                |b| b.publish_unconfirmed,
             ),
             (
                 "wasmgate_batches",

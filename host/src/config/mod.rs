@@ -366,6 +366,12 @@ pub struct PluginConfig {
     /// every subject, `[]` none.
     #[serde(default = "default_publish_allow")]
     pub publish_allow: Vec<String>,
+    /// Whether the plugin's publishes wait for a stream's PubAck before the
+    /// input is settled (or replied to): `auto` when a stream captures the
+    /// subject (asked of the server), `always`, or `never` (core publishes,
+    /// which a stream that is not accepting drops without a word).
+    #[serde(default, skip_serializing_if = "PublishAck::is_auto")]
+    pub publish_ack: PublishAck,
     /// What the plugin may see of the host through WASI; nothing by default.
     #[serde(default, skip_serializing_if = "WasiConfig::is_empty")]
     pub wasi: WasiConfig,
@@ -385,6 +391,7 @@ impl PluginConfig {
             concurrency: default_concurrency(),
             batch: true,
             publish_allow: default_publish_allow(),
+            publish_ack: PublishAck::Auto,
             wasi: WasiConfig::default(),
             bindings: Vec::new(),
         }
@@ -409,6 +416,26 @@ fn default_plugin_memory() -> ByteSize {
 
 fn default_publish_allow() -> Vec<String> {
     vec![">".into()]
+}
+
+/// `publish_ack`: which of a plugin's publishes are JetStream publishes
+/// whose PubAck the input's settlement waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishAck {
+    /// Those to subjects a stream of the account captures.
+    #[default]
+    Auto,
+    /// Every publish (a stream the gateway cannot list, in another account).
+    Always,
+    /// None: plain core publishes.
+    Never,
+}
+
+impl PublishAck {
+    fn is_auto(&self) -> bool {
+        *self == PublishAck::Auto
+    }
 }
 
 /// `[plugin.wasi]`: WASI capabilities granted to one plugin. Without this

@@ -62,7 +62,7 @@ impl Dispatch {
         match outcome {
             Outcome::Ok(reply) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                out.extend(outbox.map(Send::Publish));
+                out.extend(outbox.map(|o| Send::Publish(o, None)));
                 if let (Some(to), Some(payload)) = (reply_to, reply) {
                     out.push(Send::Reply { to, payload });
                 }

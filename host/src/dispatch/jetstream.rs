@@ -12,6 +12,7 @@ use async_nats::jetstream::AckKind;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use super::output::Origin;
 use super::{Dispatch, Send, Source, to_wit};
 use crate::jetstream::{JsMessage, Settle};
 use crate::plugin::{CallError, Instance, Outcome};
@@ -107,7 +108,12 @@ impl Dispatch {
         let settle = match result {
             Ok((Outcome::Ok(_), outbox)) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                out.extend(outbox.map(Send::Publish));
+                let seq = msg.meta.map(|m| m.stream_sequence);
+                out.extend(
+                    outbox
+                        .enumerate()
+                        .map(|(index, o)| Send::Publish(o, seq.map(|seq| Origin { seq, index }))),
+                );
                 Settle::Ack
             }
             Ok((Outcome::Retry(reason), outbox)) => {

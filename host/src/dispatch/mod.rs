@@ -79,6 +79,10 @@ pub struct Dispatch {
     pub version: u64,
     pub counters: Arc<BindingCounters>,
     pub client: Client,
+    /// The connection's JetStream context and stream snapshot, for the
+    /// publishes a stream must confirm.
+    pub js: async_nats::jetstream::Context,
+    pub streams: Arc<crate::jetstream::Streams>,
     pub source: Source,
     /// Retire with the connection: stop after the message in hand.
     pub stop: CancellationToken,
@@ -123,7 +127,7 @@ impl Dispatch {
     }
 
     /// The worker's loop, until drained or retired; `false` when retired.
-    fn handle(mut self, rt: &Handle, tx: &tokio::sync::mpsc::Sender<Vec<Send>>) -> bool {
+    fn handle(mut self, rt: &Handle, tx: &tokio::sync::mpsc::Sender<output::Handed>) -> bool {
         let mut instance: Option<Instance> = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut out = Vec::with_capacity(BATCH);

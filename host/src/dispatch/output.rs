@@ -6,28 +6,46 @@
 //! next batch while the task sends: the publishes (each a channel send that
 //! may wake the connection's task) leave the dispatch thread, and the task
 //! wakes the connection from the runtime's own threads. One task per worker
-//! and a FIFO channel keep the output in order; a JetStream message is still
-//! settled only after the output of its handling.
+//! and a FIFO channel keep the output in order.
+//!
+//! End-to-end at-least-once: a publish to a subject a stream captures
+//! (`publish_ack = "auto"`, asked of [`Streams`]; every publish with
+//! `"always"`) is a JetStream publish, and what follows it for the same
+//! input — the ack of a JetStream message, the reply to a requester — waits
+//! for its PubAck. A batch's publishes are all in flight together; the
+//! settlements and replies then go out in order as their PubAcks arrive. A
+//! PubAck that fails or does not come turns the ack into a nak with the
+//! binding's backoff (the input comes back) and a reply into an error reply
+//! (`unavailable`), counted in `publish_unconfirmed`. Such outputs of a
+//! JetStream input carry `Nats-Msg-Id: <stream>:<sequence>:<index>` (unless
+//! the plugin set one), so an input handled again adds nothing to the output
+//! stream within its duplicate window.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::Context;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::{Client, HeaderMap};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Dispatch, ERROR_HEADER, Source};
-use crate::jetstream::{JsBinding, JsMessage, Settle, Streams};
+use crate::config::PublishAck;
+use crate::jetstream::{Capture, JsBinding, JsMessage, Settle, Streams};
 use crate::runtime::Outgoing;
 use crate::status::BindingCounters;
 
 /// Batches of output a worker may have queued before it waits for its task.
 pub(super) const DEPTH: usize = 4;
 
+/// The header that makes a stream drop a message it already stored.
+const MSG_ID: &str = "Nats-Msg-Id";
+
 /// Output of a batch, sent in order once the batch is done.
 pub(super) enum Send {
-    Publish(Outgoing),
+    /// A publish of the plugin's; `Origin` when its input is a JetStream message.
+    Publish(Outgoing, Option<Origin>),
     Reply {
         to: String,
         payload: Vec<u8>,
@@ -45,25 +63,53 @@ pub(super) enum Send {
     },
 }
 
+/// Which JetStream input a publish came from: its stream sequence and the
+/// publish's index among that input's publishes (its `Nats-Msg-Id`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin {
+    pub seq: u64,
+    pub index: usize,
+}
+
+/// A batch's output and the plugin's `publish_ack` when it was handled.
+pub(super) type Handed = (PublishAck, Vec<Send>);
+
 /// A worker's output task: sends each batch's output in order, until its
 /// channel closes (after the last batch) or the connection is retired.
 pub(super) struct Output {
     client: Client,
+    js: Context,
+    streams: Arc<Streams>,
     counters: Arc<BindingCounters>,
     plugin: String,
     /// For settling JetStream messages.
-    js: Option<(Context, Arc<Streams>, Arc<JsBinding>)>,
+    binding: Option<Arc<JsBinding>>,
     stop: CancellationToken,
+}
+
+/// A PubAck on its way for a publish to `subject`, or why there will be none.
+struct Pending {
+    subject: async_nats::Subject,
+    ack: Result<PublishAckFuture, String>,
+}
+
+/// What waits for the PubAcks of one input's publishes: its settlement or
+/// reply (`None` when nothing does; the PubAcks are still counted).
+struct Held {
+    acks: Vec<Pending>,
+    then: Option<Send>,
 }
 
 impl Output {
     pub(super) fn new(d: &Dispatch) -> Output {
         Output {
             client: d.client.clone(),
+            js: d.js.clone(),
+            streams: d.streams.clone(),
             counters: d.counters.clone(),
             plugin: d.plugin.name().to_string(),
-            js: match &d.source {
-                Source::JetStream(s) => Some((s.js.clone(), s.streams.clone(), s.binding.clone())),
+            binding: match &d.source {
+                Source::JetStream(s) => Some(s.binding.clone()),
                 Source::Core(_) => None,
             },
             stop: d.stop.clone(),
@@ -74,15 +120,15 @@ impl Output {
     /// retired: a hung connection must not pin this task (and the old
     /// client) for ever. What is not sent is lost for core NATS and
     /// redelivered for JetStream.
-    pub(super) async fn run(self, mut batches: mpsc::Receiver<Vec<Send>>) {
-        while let Some(mut out) = batches.recv().await {
+    pub(super) async fn run(self, mut batches: mpsc::Receiver<Handed>) {
+        while let Some((ack, mut out)) = batches.recv().await {
             tokio::select! {
                 biased;
-                _ = self.send(&mut out) => {}
+                _ = self.send(ack, &mut out) => {}
                 _ = self.stop.cancelled() => {
                     let mut unsent = out.len();
                     batches.close();
-                    while let Some(more) = batches.recv().await {
+                    while let Some((_, more)) = batches.recv().await {
                         unsent += more.len();
                     }
                     tracing::warn!(plugin = self.plugin.as_str(), unsent, "connection retired with output unsent");
@@ -92,58 +138,209 @@ impl Output {
         }
     }
 
-    /// Send a batch's output in order.
-    async fn send(&self, out: &mut Vec<Send>) {
-        for item in out.drain(..) {
-            if let Send::Reply { to, .. } | Send::Error { to, .. } = &item
-                && !crate::grants::may_reply(to.as_str())
-            {
-                // The sender chose this reply subject; the gateway's
-                // credentials must not carry a reply into the server's API.
-                self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = self.plugin.as_str(), reply_to = %to, "reply not sent: a reply subject in a $ namespace is refused");
-                continue;
+    /// Send a batch's output in order: every publish at once, then each
+    /// settlement or reply when the PubAcks before it have arrived.
+    async fn send(&self, mode: PublishAck, out: &mut Vec<Send>) {
+        let captures = match mode {
+            PublishAck::Auto if out.iter().any(|s| matches!(s, Send::Publish(..))) => {
+                Some(self.streams.snapshot().await.map_err(|e| {
+                    format!(
+                        "cannot tell which streams capture the outputs: {}",
+                        crate::errors::anyhow_chain(&e)
+                    )
+                }))
             }
-            let result = match item {
-                Send::Publish(o) if o.headers.is_empty() => {
-                    self.client.publish(o.subject, o.payload).await
-                }
-                Send::Publish(o) => {
-                    let mut headers = HeaderMap::new();
-                    for (k, v) in &o.headers {
-                        headers.append(k.as_str(), v.as_str());
+            _ => None,
+        };
+        let mut acks: Vec<Pending> = Vec::new();
+        let mut held: Vec<Held> = Vec::new();
+        for item in out.drain(..) {
+            match item {
+                Send::Publish(o, origin) => {
+                    let confirm = match (&mode, &captures) {
+                        (PublishAck::Never, _) => Confirm::No,
+                        (PublishAck::Always, _) => Confirm::Yes,
+                        (_, Some(Ok(snapshot))) => match snapshot.capture(&o.subject) {
+                            Capture::Stream(_) => Confirm::Yes,
+                            Capture::None => Confirm::No,
+                        },
+                        (_, Some(Err(why))) => Confirm::Unknown(why.clone()),
+                        (_, None) => Confirm::No,
+                    };
+                    if let Some(pending) = self.publish(o, origin, confirm).await {
+                        acks.push(pending);
                     }
-                    self.client
-                        .publish_with_headers(o.subject, headers, o.payload)
-                        .await
                 }
-                Send::Reply { to, payload } => self.client.publish(to, payload.into()).await,
-                Send::Error { to, kind, reason } => {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(ERROR_HEADER, kind);
-                    self.client
-                        .publish_with_headers(to, headers, reason.into())
-                        .await
-                }
-                Send::Settle { msg, settle } => {
-                    self.settle(*msg, settle).await;
-                    continue;
-                }
-            };
-            if let Err(e) = result {
-                self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = self.plugin.as_str(), error = %e, "publish failed");
+                then if acks.is_empty() && held.is_empty() => self.finish(then, None).await,
+                then => held.push(Held {
+                    acks: std::mem::take(&mut acks),
+                    then: Some(then),
+                }),
+            }
+        }
+        if !acks.is_empty() {
+            held.push(Held { acks, then: None });
+        }
+        for h in held {
+            let failure = self.confirmed(h.acks).await;
+            if let Some(then) = h.then {
+                self.finish(then, failure).await;
             }
         }
     }
 
+    /// Send one publish; the PubAck to wait for when it is a JetStream one.
+    async fn publish(
+        &self,
+        o: Outgoing,
+        origin: Option<Origin>,
+        confirm: Confirm,
+    ) -> Option<Pending> {
+        // Only a publish a stream may store needs the id (a plain subscriber
+        // has no use for it).
+        let origin = origin.filter(|_| !matches!(confirm, Confirm::No));
+        let mut headers = (!o.headers.is_empty() || origin.is_some()).then(HeaderMap::new);
+        if let Some(h) = &mut headers {
+            for (k, v) in &o.headers {
+                h.append(k.as_str(), v.as_str());
+            }
+            if let (Some(origin), Some(b)) = (origin, &self.binding)
+                && h.get(MSG_ID).is_none()
+            {
+                let id = format!("{}:{}:{}", b.config.stream, origin.seq, origin.index);
+                h.insert(MSG_ID, id.as_str());
+            }
+        }
+        let subject = o.subject.clone();
+        let unknown = match confirm {
+            Confirm::Yes => {
+                let sent = self
+                    .js
+                    .publish_with_headers(o.subject, headers.unwrap_or_default(), o.payload)
+                    .await;
+                let ack = sent.map_err(|e| {
+                    self.stale_if_no_stream(e.kind());
+                    crate::errors::chain(&e)
+                });
+                return Some(Pending { subject, ack });
+            }
+            Confirm::No => None,
+            Confirm::Unknown(why) => Some(why),
+        };
+        // A core publish; when whether a stream stores it is unknown, it is
+        // still sent (its Nats-Msg-Id keeps a stream that does single) and
+        // the input is not settled as if it were confirmed.
+        let result = match headers {
+            None => self.client.publish(o.subject, o.payload).await,
+            Some(h) => {
+                self.client
+                    .publish_with_headers(o.subject, h, o.payload)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = self.plugin.as_str(), %subject, error = %e, "publish failed");
+        }
+        unknown.map(|why| Pending {
+            subject,
+            ack: Err(why),
+        })
+    }
+
+    /// Wait for `acks` (all in flight already); the first failure, counted.
+    async fn confirmed(&self, acks: Vec<Pending>) -> Option<String> {
+        let results = futures::future::join_all(acks.into_iter().map(|p| async move {
+            let acked = match p.ack {
+                Ok(fut) => fut.await.map(drop).map_err(|e| {
+                    self.stale_if_no_stream(e.kind());
+                    crate::errors::chain(&e)
+                }),
+                Err(why) => Err(why),
+            };
+            acked.map_err(|why| format!("output to {} not confirmed: {why}", p.subject))
+        }))
+        .await;
+        let mut failure = None;
+        for why in results.into_iter().filter_map(Result::err) {
+            self.counters
+                .publish_unconfirmed
+                .fetch_add(1, Ordering::Relaxed);
+            failure.get_or_insert(why);
+        }
+        if let Some(why) = &failure {
+            tracing::warn!(plugin = self.plugin.as_str(), reason = %why, "input not settled as handled: an output was not confirmed");
+        }
+        failure
+    }
+
+    /// The stream went away since the snapshot: take a new one next time.
+    fn stale_if_no_stream(&self, kind: PublishErrorKind) {
+        if kind == PublishErrorKind::StreamNotFound {
+            self.streams.forget_all();
+        }
+    }
+
+    /// Send a reply or settle a message; `failure` when an output of its
+    /// input was not confirmed.
+    async fn finish(&self, item: Send, failure: Option<String>) {
+        if let Send::Reply { to, .. } | Send::Error { to, .. } = &item
+            && !crate::grants::may_reply(to.as_str())
+        {
+            // The sender chose this reply subject; the gateway's
+            // credentials must not carry a reply into the server's API.
+            self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = self.plugin.as_str(), reply_to = %to, "reply not sent: a reply subject in a $ namespace is refused");
+            return;
+        }
+        let result = match (item, failure) {
+            (Send::Reply { to, payload }, None) => self.client.publish(to, payload.into()).await,
+            (Send::Reply { to, .. }, Some(reason)) => {
+                self.error_reply(to, "unavailable", reason).await
+            }
+            (Send::Error { to, kind, reason }, _) => self.error_reply(to, kind, reason).await,
+            (Send::Settle { msg, settle }, failure) => {
+                let settle = match (settle, &self.binding, failure) {
+                    (Settle::Ack, Some(b), Some(why)) => Settle::failed(b, msg.delivered(), &why),
+                    (settle, _, _) => settle,
+                };
+                self.settle(*msg, settle).await;
+                return;
+            }
+            (Send::Publish(..), _) => unreachable!("publishes are sent by `publish`"),
+        };
+        if let Err(e) = result {
+            self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = self.plugin.as_str(), error = %e, "reply failed");
+        }
+    }
+
+    async fn error_reply(
+        &self,
+        to: String,
+        kind: &'static str,
+        reason: String,
+    ) -> Result<(), async_nats::PublishError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ERROR_HEADER, kind);
+        self.client
+            .publish_with_headers(to, headers, reason.into())
+            .await
+    }
+
     async fn settle(&self, msg: JsMessage, settle: Settle) {
-        let Some((js, streams, binding)) = &self.js else {
+        let Some(binding) = &self.binding else {
             return;
         };
-        let result =
-            crate::jetstream::settle::execute(streams, js, binding, msg, settle, &self.counters)
-                .await;
+        let result = crate::jetstream::settle::execute(
+            &self.streams,
+            &self.js,
+            binding,
+            msg,
+            settle,
+            &self.counters,
+        )
+        .await;
         if let Err(e) = result {
             self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(plugin = self.plugin.as_str(), error = %crate::errors::anyhow_chain(&e), "settling a JetStream message failed");
@@ -151,11 +348,19 @@ impl Output {
     }
 }
 
+/// Whether a publish is confirmed by a stream.
+enum Confirm {
+    Yes,
+    No,
+    /// The server could not say; the text says why.
+    Unknown(String),
+}
+
 impl Dispatch {
     /// Queue a batch's output for the worker's [`Output`] task, waiting while
     /// it is [`DEPTH`] batches behind. `false` when the connection is retired
     /// (or the task is gone): stop.
-    pub(super) async fn hand_off(&self, tx: &mpsc::Sender<Vec<Send>>, out: &mut Vec<Send>) -> bool {
+    pub(super) async fn hand_off(&self, tx: &mpsc::Sender<Handed>, out: &mut Vec<Send>) -> bool {
         if out.is_empty() {
             return true;
         }
@@ -163,7 +368,7 @@ impl Dispatch {
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => false,
-            sent = tx.send(batch) => sent.is_ok(),
+            sent = tx.send((self.plugin.publish_ack(), batch)) => sent.is_ok(),
         }
     }
 }

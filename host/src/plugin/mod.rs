@@ -125,6 +125,7 @@ pub struct Plugin {
     timeout: Duration,
     memory: usize,
     grants: WasiGrants,
+    publish_ack: crate::config::PublishAck,
     cache_outcome: CacheOutcome,
 }
 
@@ -255,6 +256,7 @@ impl Plugin {
             timeout: config.timeout,
             memory: config.memory.as_u64().min(usize::MAX as u64) as usize,
             grants,
+            publish_ack: config.publish_ack,
             cache_outcome,
         })
     }
@@ -304,6 +306,11 @@ impl Plugin {
     /// The deadline of one `handle` call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Which of its publishes wait for a stream's PubAck (`publish_ack`).
+    pub fn publish_ack(&self) -> crate::config::PublishAck {
+        self.publish_ack
     }
 
     pub fn counters(&self) -> &PluginCounters {

@@ -53,6 +53,8 @@ impl Supervisor {
                             version,
                             counters: b.counters.clone(),
                             client: conn.client.clone(),
+                            js: conn.js.clone(),
+                            streams: conn.streams.clone(),
                             source,
                             stop: conn.stop.clone(),
                             shutdown: self.shutdown.clone(),

@@ -41,6 +41,9 @@ use machine::{Action, Event, Machine, Note, Round, Settings, Update};
 /// How long shutdown waits for subscriptions to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// JetStream publishes whose PubAck is awaited, on one connection.
+const MAX_ACKS_IN_FLIGHT: usize = 1 << 16;
+
 /// Which path a reconnect came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconnectPath {
@@ -371,17 +374,16 @@ impl Supervisor {
     async fn connect_and_bind(&self) -> anyhow::Result<(Connection, Duration)> {
         let (client, events) = connection::connect(&self.config, &self.status).await?;
         let probe = Probe::new(&client).await?;
-        let js = async_nats::jetstream::new(client.clone());
+        // Outputs a stream must confirm are JetStream publishes whose PubAcks
+        // are awaited a batch at a time; a full in-flight window fails the
+        // publish (its input is nak'd) rather than waiting.
+        let js = async_nats::jetstream::context::ContextBuilder::new()
+            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+            .build(client.clone());
         let streams = Arc::new(crate::jetstream::Streams::new(js.clone()));
         let stop = CancellationToken::new();
-        if self.bindings.iter().any(|b| {
-            b.jetstream
-                .as_ref()
-                .is_some_and(|j| j.config.dead_letter.is_some())
-        }) {
-            // Not one of the dispatch tasks: it ends with the connection.
-            tokio::spawn(streams.clone().watch(stop.clone()));
-        }
+        // Not one of the dispatch tasks: it ends with the connection.
+        tokio::spawn(streams.clone().watch(stop.clone()));
         let mut conn = Connection {
             js,
             streams,

@@ -6,6 +6,12 @@
 //! first and last output, so start-up (plugin compile, consumer creation) is
 //! not in it. Runs alternate G,N / N,G after a warm-up round that is not
 //! recorded; every run has its own stream.
+//!
+//! With `outputs_stream` (the `jetstream-ack` section), a stream captures
+//! the outputs: the gateway publishes them as JetStream publishes and acks
+//! each input after its output's PubAck (`publish_ack = "auto"`); the
+//! native program does the same with a window of PubAcks in flight, acking
+//! each input when its output's PubAck arrives.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -30,7 +36,12 @@ pub struct Params {
     /// `jsprobe-batched` to see what batches are worth to a plugin that
     /// reads delivery metadata.
     pub plugin: String,
+    /// A stream captures the outputs, and inputs are acked after their PubAcks.
+    pub outputs_stream: bool,
 }
+
+/// The native program's PubAcks in flight when outputs go to a stream.
+const NATIVE_WINDOW: usize = 4096;
 
 fn js_config(stream: &str) -> JetStreamConfig {
     let text = format!("stream = \"{stream}\"\nconsumer = \"bench\"\n");
@@ -106,6 +117,15 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             let name = format!("BENCH{k}");
             let subject = format!("js{k}.>");
             let preload_rate = preload(&js, &name, &subject, messages, p.size).await?;
+            if p.outputs_stream {
+                js.create_stream(stream::Config {
+                    name: format!("{name}OUT"),
+                    subjects: vec![format!("out.js{k}.>")],
+                    storage: stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await?;
+            }
             let args = vec![
                 "--url".into(),
                 server.url(),
@@ -154,16 +174,36 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                         .messages()
                         .await?;
                     let c = client.clone();
+                    let with_acks = p.outputs_stream;
+                    // PubAcks in flight, awaited in order by a second task that
+                    // acks each input when its output is stored.
+                    let (window, mut confirmed) = tokio::sync::mpsc::channel::<(
+                        jetstream::context::PublishAckFuture,
+                        jetstream::Message,
+                    )>(NATIVE_WINDOW);
+                    let acker = tokio::spawn(async move {
+                        while let Some((ack, m)) = confirmed.recv().await {
+                            if ack.await.is_ok() {
+                                let _ = m.ack().await;
+                            }
+                        }
+                    });
                     let task = tokio::spawn(async move {
                         while let Some(Ok(m)) = messages.next().await {
-                            let _ = c
-                                .publish(crate::core::target("out", &m.subject), m.payload.clone())
-                                .await;
-                            let _ = m.ack().await;
+                            let target = crate::core::target("out", &m.subject);
+                            if with_acks {
+                                if let Ok(ack) = js2.publish(target, m.payload.clone()).await {
+                                    let _ = window.send((ack, m)).await;
+                                }
+                            } else {
+                                let _ = c.publish(target, m.payload.clone()).await;
+                                let _ = m.ack().await;
+                            }
                         }
                     });
                     let report = counter.report().await?;
                     task.abort();
+                    acker.abort();
                     report
                 }
             };
@@ -184,6 +224,9 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             js.delete_stream(&name).await?;
+            if p.outputs_stream {
+                js.delete_stream(format!("{name}OUT")).await?;
+            }
             let rate =
                 (report.received.saturating_sub(1)) as f64 / (report.last_secs - report.first_secs);
             if warmup {
@@ -220,7 +263,12 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
     let pair_ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(g, n)| g / n).collect();
     eprintln!("  jetstream gateway: {}", gateway.show());
     eprintln!("  jetstream native:  {}", native.show());
-    eprintln!("  jetstream ratio gateway/native: {ratio:.3} (target >= 0.85)");
+    let label = if p.outputs_stream {
+        "jetstream-ack"
+    } else {
+        "jetstream"
+    };
+    eprintln!("  {label} ratio gateway/native: {ratio:.3} (target >= 0.85)");
     eprintln!(
         "  jetstream ratio of each pair: {}",
         Sample::new("ratio", pair_ratios.clone()).show()
@@ -230,6 +278,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
         "messages": p.messages,
         "payload_bytes": p.size,
         "plugin": p.plugin,
+        "outputs_stream": p.outputs_stream,
         "storage": "memory",
         "max_ack_pending": c.max_ack_pending,
         "pull_batch": c.pull_batch,

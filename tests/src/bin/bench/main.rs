@@ -2,7 +2,7 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,jetstream,overhead,recovery,startup] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
@@ -219,8 +219,24 @@ fn run(o: Options) -> anyhow::Result<()> {
                 size: 128,
                 runs: if o.quick { 1 } else { 9 },
                 plugin: o.js_plugin.clone(),
+                outputs_stream: false,
             };
             results["jetstream"] = js::run(&server, &p).await?;
+        }
+        if want("jetstream-ack") {
+            eprintln!(
+                "bench: JetStream consume, handle and publish-with-ack (load {})",
+                load_average()
+            );
+            loads.insert("jetstream-ack".into(), load_average().into());
+            let p = js::Params {
+                messages: if o.quick { 20_000 } else { 100_000 },
+                size: 128,
+                runs: if o.quick { 1 } else { 5 },
+                plugin: o.js_plugin.clone(),
+                outputs_stream: true,
+            };
+            results["jetstream_ack"] = js::run(&server, &p).await?;
         }
         if want("startup") {
             eprintln!(

@@ -572,29 +572,7 @@ impl Node {
     /// about 2 s, so a paused node is an error rather than a hang.
     pub fn http_get(&self, path: &str) -> Result<(u16, String), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.monitor_port));
-        let what = |e: std::io::Error| format!("{} GET {path}: {e}", self.name);
-        let mut conn =
-            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(what)?;
-        conn.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(what)?;
-        conn.set_write_timeout(Some(Duration::from_secs(2)))
-            .map_err(what)?;
-        write!(
-            conn,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            self.monitor_port
-        )
-        .map_err(what)?;
-        let mut raw = Vec::new();
-        conn.read_to_end(&mut raw).map_err(what)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("{} GET {path}: no status line in {head:?}", self.name))?;
-        Ok((code, body.to_string()))
+        http_get_blocking(addr, path).map_err(|e| format!("{} {e}", self.name))
     }
 
     /// GET `path` and parse the body as JSON.
@@ -819,4 +797,30 @@ pub async fn stream_leader(js: &jetstream::Context, stream: &str) -> Option<Stri
         .leader
         .clone()
         .filter(|l| !l.is_empty())
+}
+
+/// GET `path` on `addr` over plain HTTP/1.0, blocking: status code and body.
+/// Bounded to about 2 s, so a paused process is an error rather than a hang.
+pub(crate) fn http_get_blocking(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let what = |e: std::io::Error| format!("GET {path}: {e}");
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(what)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(what)?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))
+        .map_err(what)?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(what)?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).map_err(what)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no status line in {head:?}"))?;
+    Ok((code, body.to_string()))
 }

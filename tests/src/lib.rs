@@ -7,7 +7,9 @@
 //!   authentication and TLS ([`auth`]);
 //! - the guest plugins, built on demand once per test process ([`plugins`]);
 //! - gateways: configs tuned for tests and a gateway run in-process
-//!   ([`test_config`], [`plugin`], [`Running`], in `gateway`);
+//!   ([`test_config`], [`plugin`], [`Running`], in `gateway`), or the real
+//!   binary as a separate process that a test kills and restarts
+//!   ([`process`]);
 //! - waiting and assertions: the one bound on waiting, [`WAIT`], and checks
 //!   of what the gateway reports and what reached the server (in `assert`);
 //! - the fixture of the fault tests: a gateway with a misbehaving plugin
@@ -24,6 +26,7 @@ pub mod cluster;
 mod fixture;
 mod gateway;
 pub mod plugins;
+pub mod process;
 mod server;
 
 pub use assert::{

@@ -9,7 +9,7 @@
 //! and a FIFO channel keep the output in order.
 //!
 //! End-to-end at-least-once: a publish to a subject a stream captures
-//! (`publish_ack = "auto"`, asked of [`Streams`]; every publish with
+//! (`publish_ack = "auto"`, asked of [`Streams`] once per subject; every publish with
 //! `"always"`) is a JetStream publish, and what follows it for the same
 //! input — the ack of a JetStream message, the reply to a requester — waits
 //! for its PubAck. A batch's publishes are all in flight together; the
@@ -141,31 +141,22 @@ impl Output {
     /// Send a batch's output in order: every publish at once, then each
     /// settlement or reply when the PubAcks before it have arrived.
     async fn send(&self, mode: PublishAck, out: &mut Vec<Send>) {
-        let captures = match mode {
-            PublishAck::Auto if out.iter().any(|s| matches!(s, Send::Publish(..))) => {
-                Some(self.streams.snapshot().await.map_err(|e| {
-                    format!(
-                        "cannot tell which streams capture the outputs: {}",
-                        crate::errors::anyhow_chain(&e)
-                    )
-                }))
-            }
-            _ => None,
-        };
         let mut acks: Vec<Pending> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
         for item in out.drain(..) {
             match item {
                 Send::Publish(o, origin) => {
-                    let confirm = match (&mode, &captures) {
-                        (PublishAck::Never, _) => Confirm::No,
-                        (PublishAck::Always, _) => Confirm::Yes,
-                        (_, Some(Ok(snapshot))) => match snapshot.capture(&o.subject) {
-                            Capture::Stream(_) => Confirm::Yes,
-                            Capture::None => Confirm::No,
+                    let confirm = match mode {
+                        PublishAck::Never => Confirm::No,
+                        PublishAck::Always => Confirm::Yes,
+                        PublishAck::Auto => match self.streams.capturing(&o.subject).await {
+                            Ok(Capture::Stream(_)) => Confirm::Yes,
+                            Ok(Capture::None) => Confirm::No,
+                            Err(e) => Confirm::Unknown(format!(
+                                "cannot tell whether a stream captures it: {}",
+                                crate::errors::anyhow_chain(&e)
+                            )),
                         },
-                        (_, Some(Err(why))) => Confirm::Unknown(why.clone()),
-                        (_, None) => Confirm::No,
                     };
                     if let Some(pending) = self.publish(o, origin, confirm).await {
                         acks.push(pending);
@@ -219,7 +210,7 @@ impl Output {
                     .publish_with_headers(o.subject, headers.unwrap_or_default(), o.payload)
                     .await;
                 let ack = sent.map_err(|e| {
-                    self.stale_if_no_stream(e.kind());
+                    self.stale_if_no_stream(&subject, e.kind());
                     crate::errors::chain(&e)
                 });
                 return Some(Pending { subject, ack });
@@ -253,7 +244,7 @@ impl Output {
         let results = futures::future::join_all(acks.into_iter().map(|p| async move {
             let acked = match p.ack {
                 Ok(fut) => fut.await.map(drop).map_err(|e| {
-                    self.stale_if_no_stream(e.kind());
+                    self.stale_if_no_stream(&p.subject, e.kind());
                     crate::errors::chain(&e)
                 }),
                 Err(why) => Err(why),
@@ -274,10 +265,10 @@ impl Output {
         failure
     }
 
-    /// The stream went away since the snapshot: take a new one next time.
-    fn stale_if_no_stream(&self, kind: PublishErrorKind) {
+    /// The stream went away since we asked: ask again next time.
+    fn stale_if_no_stream(&self, subject: &str, kind: PublishErrorKind) {
         if kind == PublishErrorKind::StreamNotFound {
-            self.streams.forget_all();
+            self.streams.forget(subject);
         }
     }
 

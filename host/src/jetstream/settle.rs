@@ -176,7 +176,7 @@ async fn publish_dead_letter(
                 Ok(Err(e)) => {
                     if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
                         // The stream went away since we asked: ask again next time.
-                        streams.forget_all();
+                        streams.forget(subject);
                     }
                     Err(anyhow::anyhow!(
                         "dead-letter publish to {subject} (stream {stream}) failed: {}",

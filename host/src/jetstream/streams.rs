@@ -1,33 +1,43 @@
-//! Which stream captures a subject, so that a publish the gateway makes (a
-//! plugin's output, a dead letter) knows whether to wait for a PubAck or
-//! send a plain core message.
+//! Which stream captures a subject: asked of the server once and cached, so
+//! that a publish the gateway makes (a plugin's output, a dead letter) knows
+//! whether to wait for a PubAck or send a plain core message.
 //!
 //! A JetStream publish is a request: when no stream captures the subject but
 //! something else answers it (a plain subscriber), the publisher waits out
-//! its whole timeout for a PubAck that never comes. And a core publish into a
-//! stream that is not accepting (a leader moving, a replica catching up) is
-//! dropped without a word to the publisher. So the gateway asks the server
-//! for every stream's subjects (`$JS.API.STREAM.LIST`, one request per 256
-//! streams) and matches publishes against that snapshot locally: a plugin
-//! publishing to a new subject each message costs no round trip. The
-//! snapshot is one per connection and is taken again when a stream is
-//! created, updated or deleted (JetStream's advisories, see
-//! [`Streams::watch`]), after the client reconnects, when a publish finds it
-//! stale, and after [`MAX_AGE`] in case an advisory was missed (the
-//! gateway's user may not be allowed to see them).
+//! its whole timeout for a PubAck that never comes. And a core publish into
+//! a stream that is not accepting (a leader moving, a replica catching up)
+//! is dropped without a word to the publisher. So the gateway asks first
+//! (`$JS.API.STREAM.NAMES` with a subject filter, one round trip, answered
+//! by the meta leader from the streams' assignments, so a stream whose
+//! servers are all down is still named) and remembers the answer.
 //!
-//! What the snapshot cannot see: a stream in another account that captures
-//! the subject through an import. `publish_ack = "always"` covers that.
+//! Why not list every stream's subjects once and match locally: a stream
+//! whose leader does not answer makes `$JS.API.STREAM.LIST` wait out its
+//! timeout (10 s here) and then leave that stream out, and a dead letter or
+//! output to a stream that is down must wait for a PubAck that fails, not go
+//! out as a core publish nothing stores. The cost of asking per subject is
+//! one round trip per new subject; at most [`ASKED_MAX`] answers are kept. The cache is one per connection and forgets
+//! everything when a stream is created, updated or deleted (JetStream's
+//! advisories, see [`Streams::watch`]), after the client reconnects, when a
+//! publish finds the answer stale, and after [`MAX_AGE`] in case an
+//! advisory was missed (the gateway's user may not be allowed to see them).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
-use futures::{StreamExt, TryStreamExt};
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// The longest a snapshot is trusted without an advisory to refresh it.
+/// The longest an answer is trusted without an advisory to refresh it.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// Subjects remembered at most: past it every answer is forgotten (a
+/// plugin publishing to a new subject per message must not grow the cache
+/// for ever).
+pub const ASKED_MAX: usize = 4096;
 
 /// The advisories that change which stream captures what.
 const ADVISORIES: &str = "$JS.EVENT.ADVISORY.STREAM.*.*";
@@ -42,90 +52,60 @@ pub enum Capture {
     None,
 }
 
-/// Every stream of the account and the subjects it captures.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    streams: Vec<(String, Vec<String>)>,
-}
-
-impl Snapshot {
-    /// Which stream captures `subject`.
-    pub fn capture(&self, subject: &str) -> Capture {
-        self.streams
-            .iter()
-            .find(|(_, subjects)| subjects.iter().any(|s| crate::subject::matches(s, subject)))
-            .map_or(Capture::None, |(name, _)| Capture::Stream(name.clone()))
-    }
-}
-
-/// The per-connection snapshot of which stream captures what.
+/// The per-connection cache of [`Capture`] answers.
+///
+/// A hit costs a lock and a hash lookup, per publish.
 pub struct Streams {
     js: Context,
-    current: Mutex<Option<(std::sync::Arc<Snapshot>, Instant)>>,
-    /// One refresh at a time: output tasks finding the snapshot stale at
-    /// once wait for the same request instead of each making one.
-    refreshing: tokio::sync::Mutex<()>,
+    cache: Mutex<HashMap<String, (Capture, Instant)>>,
 }
 
 impl Streams {
     pub fn new(js: Context) -> Streams {
         Streams {
             js,
-            current: Mutex::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Which stream captures `subject`, from the snapshot or, when it is
-    /// missing or stale, a new one.
+    /// Which stream captures `subject`, from the cache or the server.
     pub async fn capturing(&self, subject: &str) -> anyhow::Result<Capture> {
-        Ok(self.snapshot().await?.capture(subject))
+        if let Some((capture, at)) = self.lock().get(subject)
+            && at.elapsed() < MAX_AGE
+        {
+            return Ok(capture.clone());
+        }
+        let capture = match self.js.stream_by_subject(subject).await {
+            Ok(name) => Capture::Stream(name),
+            Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Capture::None,
+            Err(e) if no_jetstream(&e) => Capture::None,
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("which stream captures {subject}"))
+                );
+            }
+        };
+        let mut cache = self.lock();
+        if cache.len() >= ASKED_MAX {
+            cache.clear();
+        }
+        cache.insert(subject.to_string(), (capture.clone(), Instant::now()));
+        Ok(capture)
     }
 
-    /// The current snapshot, taken again when missing or stale.
-    pub async fn snapshot(&self) -> anyhow::Result<std::sync::Arc<Snapshot>> {
-        if let Some(s) = self.fresh() {
-            return Ok(s);
-        }
-        let _one = self.refreshing.lock().await;
-        if let Some(s) = self.fresh() {
-            return Ok(s);
-        }
-        let snapshot = std::sync::Arc::new(self.list().await?);
-        *self.lock() = Some((snapshot.clone(), Instant::now()));
-        Ok(snapshot)
-    }
-
-    fn fresh(&self) -> Option<std::sync::Arc<Snapshot>> {
-        match &*self.lock() {
-            Some((s, at)) if at.elapsed() < MAX_AGE => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    async fn list(&self) -> anyhow::Result<Snapshot> {
-        let listed: Result<Vec<_>, _> = self.js.streams().try_collect().await;
-        match listed {
-            Ok(infos) => Ok(Snapshot {
-                streams: infos
-                    .into_iter()
-                    .map(|i| (i.config.name, i.config.subjects))
-                    .collect(),
-            }),
-            Err(e) if no_jetstream(&crate::errors::chain(&e)) => Ok(Snapshot::default()),
-            Err(e) => Err(anyhow::Error::new(e).context("listing the account's streams")),
-        }
-    }
-
-    /// Forget the snapshot (streams changed, the connection came back, a
-    /// publish found it stale).
+    /// Forget every answer (streams changed, the connection came back).
     pub fn forget_all(&self) {
-        *self.lock() = None;
+        self.lock().clear();
     }
 
-    /// Listen to stream advisories until `stop`, forgetting the snapshot on
+    /// Forget the answer for `subject`: a publish found it stale.
+    pub fn forget(&self, subject: &str) {
+        self.lock().remove(subject);
+    }
+
+    /// Listen to stream advisories until `stop`, forgetting every answer on
     /// each create, update or delete. A subscription the server refuses
-    /// (permissions) only leaves the snapshot to [`MAX_AGE`].
+    /// (permissions) only leaves the cache to [`MAX_AGE`].
     pub async fn watch(self: std::sync::Arc<Self>, stop: CancellationToken) {
         let mut advisories = match self.js.client().subscribe(ADVISORIES).await {
             Ok(sub) => sub,
@@ -151,35 +131,14 @@ impl Streams {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::sync::Arc<Snapshot>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Capture, Instant)>> {
         // A panic while holding it leaves only a cache: keep using it.
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The account has no JetStream: nobody answers the API.
-fn no_jetstream(text: &str) -> bool {
+fn no_jetstream(e: &async_nats::jetstream::context::GetStreamByNameError) -> bool {
+    let text = crate::errors::chain(e);
     text.contains("no responders") || text.contains("jetstream not enabled")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_subject_is_captured_by_the_stream_whose_pattern_matches_it() {
-        let s = Snapshot {
-            streams: vec![
-                ("ORDERS".into(), vec!["orders.>".into()]),
-                ("OUT".into(), vec!["out.*".into(), "done".into()]),
-                ("MIRROR".into(), vec![]),
-            ],
-        };
-        assert_eq!(s.capture("orders.eu.1"), Capture::Stream("ORDERS".into()));
-        assert_eq!(s.capture("out.x"), Capture::Stream("OUT".into()));
-        assert_eq!(s.capture("done"), Capture::Stream("OUT".into()));
-        assert_eq!(s.capture("out.x.y"), Capture::None);
-        assert_eq!(s.capture("orders"), Capture::None);
-        assert_eq!(Snapshot::default().capture("anything"), Capture::None);
-    }
 }

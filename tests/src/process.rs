@@ -1,0 +1,150 @@
+//! The gateway as operators run it: the real `wasmgate` binary, a separate
+//! process with its TOML file, that a test starts, kills with SIGKILL and
+//! starts again (the in-process [`Running`](crate::Running) cannot be
+//! killed without killing the test).
+//!
+//! The binary is `target/debug/wasmgate` (`cargo test --workspace` builds it
+//! before any test runs), or `WASMGATE_BIN`. Each process gets its own
+//! folder with `wasmgate.toml` and `wasmgate.log` (one log across restarts,
+//! each start marked) and its HTTP listener on a free loopback port; ready
+//! means `GET /readyz` answers 200.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cluster::http_get_blocking;
+use crate::{WAIT, free_port, repo_root};
+
+/// The `wasmgate` binary the process tests run.
+pub fn wasmgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WASMGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join("wasmgate");
+    assert!(
+        bin.is_file(),
+        "no wasmgate binary at {}: build it with `cargo build -p wasmgate --bin wasmgate` \
+         (`cargo test --workspace` does), or set WASMGATE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// One `wasmgate run` process.
+pub struct GatewayProcess {
+    dir: tempfile::TempDir,
+    http: SocketAddr,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl GatewayProcess {
+    /// Write `config` (its `http.listen` replaced by a free loopback port)
+    /// and start the binary on it; returns once it is ready.
+    pub fn start(config: &wasmgate::Config) -> GatewayProcess {
+        let dir = tempfile::tempdir().expect("temp dir for a gateway process");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut config = config.clone();
+        config.http.listen = http.to_string();
+        let text = toml::to_string(&config).expect("the config serializes");
+        std::fs::write(dir.path().join("wasmgate.toml"), text).expect("write wasmgate.toml");
+        let mut gw = GatewayProcess {
+            dir,
+            http,
+            child: None,
+            starts: 0,
+        };
+        gw.spawn();
+        gw.wait_ready(WAIT);
+        gw
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open wasmgate.log");
+        let _ = writeln!(log, "===== wasmgate-tests: start {} =====", self.starts);
+        let child = Command::new(wasmgate_bin())
+            .args(["run", "--no-watch", "--config"])
+            .arg(self.dir.path().join("wasmgate.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", wasmgate_bin().display()));
+        self.child = Some(child);
+    }
+
+    /// Wait until `GET /readyz` answers 200; panics with the log otherwise.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("wasmgate exited with {status}:\n{}", self.log());
+            }
+            if matches!(http_get_blocking(self.http, "/readyz"), Ok((200, _))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wasmgate not ready within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the process and reap it: nothing is drained or flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same file and port; returns once ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready(WAIT);
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status(&self) -> Result<serde_json::Value, String> {
+        let (code, body) = http_get_blocking(self.http, "/status")?;
+        if code != 200 {
+            return Err(format!("GET /status: {code} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("GET /status: {e}: {body}"))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("wasmgate.log")
+    }
+
+    /// The folder with its config and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its log so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,129 @@
+//! Several gateways on one cluster, as operators scale out: three `wasmgate`
+//! processes with one config share a core queue group and a durable
+//! JetStream consumer on a 3-node cluster. The load splits over all three;
+//! one is killed with SIGKILL mid-stream and the other two take its work:
+//! every JetStream input acked to the producer reaches the output stream.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use wasmgate_tests::cluster::{Cluster, create_stream_with_retry, publish_with_retry};
+use wasmgate_tests::process::GatewayProcess;
+use wasmgate_tests::*;
+
+/// JetStream ids published in all; the first gateway dies after a third.
+const IDS: u64 = 600;
+
+fn r3(name: &str, subject: &str) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        num_replicas: 3,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// `handled` of binding `i` of a gateway process, 0 when it cannot say.
+fn handled(gw: &GatewayProcess, i: usize) -> u64 {
+    gw.status()
+        .ok()
+        .and_then(|s| s["bindings"][i]["handled"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_the_work_and_survive_one_killed() {
+    init_logs();
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3));
+    let nc = cluster.client().await;
+    let js = jetstream::new(nc.clone());
+    create_stream_with_retry(&js, r3("IN", "in.>")).await;
+    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
+
+    let mut config = test_config(&cluster.urls());
+    let mut binding = js_config("IN", "shared");
+    binding.max_deliver = 1_000;
+    config.plugins.push(jetstream_plugin(
+        "upper",
+        "uppercase",
+        "in.>",
+        &[("prefix", "out")],
+        binding,
+    ));
+    let mut core = plugin("work", "uppercase", &["work.>"], &[("prefix", "done")]);
+    core.bindings[0].queue = Some("workers".into());
+    config.plugins.push(core);
+    let mut gateways: Vec<GatewayProcess> =
+        tokio::task::block_in_place(|| (0..3).map(|_| GatewayProcess::start(&config)).collect());
+
+    // Core: a queue group splits requests over the three.
+    for i in 0..150 {
+        let reply = nc
+            .request(format!("work.{i}"), "w".into())
+            .await
+            .expect("a gateway answers");
+        assert_eq!(text(&reply), "W");
+    }
+    let core_split: Vec<u64> = gateways.iter().map(|g| handled(g, 1)).collect();
+    assert_eq!(core_split.iter().sum::<u64>(), 150, "{core_split:?}");
+    assert!(
+        core_split.iter().all(|&n| n > 0),
+        "every gateway of the queue group got work: {core_split:?}"
+    );
+
+    // JetStream: one durable consumer, three pullers; one is killed.
+    let mut acked = BTreeSet::new();
+    for id in 0..IDS {
+        if id == IDS / 3 {
+            let split: Vec<u64> = gateways.iter().map(|g| handled(g, 0)).collect();
+            eprintln!("gateways: JetStream inputs handled before the kill: {split:?}");
+            assert!(
+                split.iter().filter(|&&n| n > 0).count() >= 2,
+                "the durable consumer's messages spread: {split:?}"
+            );
+            tokio::task::block_in_place(|| gateways[0].kill());
+        }
+        let subject = format!("in.{id}");
+        publish_with_retry(&js, &subject, &format!("id-{id}"), "x".into(), WAIT).await;
+        acked.insert(id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut seen = BTreeSet::new();
+    let reader = js
+        .get_stream("OUT")
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = reader.messages().await.unwrap();
+    let drained = tokio::time::timeout(WAIT, async {
+        while seen.len() < acked.len() {
+            let m = messages.next().await.unwrap().unwrap();
+            if let Some(id) = m.subject.strip_prefix("out.in.") {
+                seen.insert(id.parse::<u64>().unwrap());
+            }
+        }
+    })
+    .await;
+    let lost: Vec<u64> = acked.difference(&seen).copied().collect();
+    let survivors: Vec<u64> = gateways[1..].iter().map(|g| handled(g, 0)).collect();
+    eprintln!(
+        "gateways: {} acked, {} reached OUT, lost {}; survivors handled {survivors:?}",
+        acked.len(),
+        seen.len(),
+        lost.len()
+    );
+    assert!(drained.is_ok() && lost.is_empty(), "lost {lost:?}");
+    assert!(
+        survivors.iter().all(|&n| n > 0),
+        "both survivors took work: {survivors:?}"
+    );
+}

@@ -329,3 +329,110 @@ fn tls_hint(e: &async_nats::rustls::Error, n: &NatsConfig) -> String {
         _ => tls_settings(n),
     }
 }
+
+/// The servers to move to when the one described by `current` enters lame
+/// duck mode: the configured ones and those the cluster advertises
+/// (`connect_urls`), without `current` itself.
+pub fn other_servers(configured: &[String], current: &async_nats::ServerInfo) -> Vec<String> {
+    let here = (normal_host(&current.host), current.port);
+    let mut servers: Vec<String> = Vec::new();
+    for url in configured.iter().chain(&current.connect_urls) {
+        let is_here = host_port(url).is_some_and(|(h, p)| (normal_host(&h), p) == here);
+        if !is_here && !servers.contains(url) {
+            servers.push(url.clone());
+        }
+    }
+    servers
+}
+
+/// `host` and port of a server URL (`nats://user@host:port`, `host:port`,
+/// `host`), the port 4222 when it has none.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split('/').next()?;
+    if rest.is_empty() {
+        return None;
+    }
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => 4222,
+        };
+        return Some((host.to_string(), port));
+    }
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((rest.to_string(), 4222)),
+    }
+}
+
+fn normal_host(host: &str) -> String {
+    match host {
+        "localhost" => "127.0.0.1".to_string(),
+        h => h.to_ascii_lowercase(),
+    }
+}
+
+/// Whether the server of `old` knows the subscriptions `new` made on its
+/// server: a message `old` publishes reaches a subscription `new` makes
+/// after them (a route carries one server's subscriptions in order).
+pub async fn seen_across(old: &Client, new: &Client, timeout: Duration) -> Result<(), String> {
+    use futures::StreamExt;
+    let inbox = new.new_inbox();
+    let mut sub = new
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    new.flush().await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        old.publish(inbox.clone(), bytes::Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = old.flush().await;
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), sub.next()).await {
+            return Ok(());
+        }
+    }
+    Err(format!("no echo across the cluster within {timeout:?}"))
+}
+
+#[cfg(test)]
+mod lame_duck_tests {
+    use super::*;
+
+    fn info(host: &str, port: u16, connect_urls: &[&str]) -> async_nats::ServerInfo {
+        async_nats::ServerInfo {
+            host: host.into(),
+            port,
+            connect_urls: connect_urls.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_lame_duck_server_is_left_out_and_the_advertised_ones_added() {
+        let configured = vec![
+            "nats://127.0.0.1:4301".to_string(),
+            "nats://user@localhost:4302".to_string(),
+            "127.0.0.1:4303".to_string(),
+        ];
+        assert_eq!(
+            other_servers(&configured, &info("127.0.0.1", 4302, &["127.0.0.1:4304"])),
+            vec!["nats://127.0.0.1:4301", "127.0.0.1:4303", "127.0.0.1:4304"]
+        );
+        assert_eq!(
+            other_servers(&configured[..1], &info("127.0.0.1", 4301, &[])),
+            Vec::<String>::new(),
+            "nowhere else to go"
+        );
+        assert_eq!(
+            host_port("tls://nats.example.com"),
+            Some(("nats.example.com".into(), 4222))
+        );
+        assert_eq!(host_port("nats://[::1]:4225"), Some(("::1".into(), 4225)));
+        assert_eq!(host_port("[::1]"), Some(("::1".into(), 4222)));
+    }
+}

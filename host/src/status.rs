@@ -184,6 +184,9 @@ pub struct Status {
     pub last_probe_rtt_us: Option<u64>,
     /// Slow-consumer events reported by the client (messages were dropped).
     pub slow_consumer_events: u64,
+    /// Moves to another server when the server entered lame duck mode
+    /// (each also counts as a reconnect).
+    pub lame_duck_switches: u64,
     /// Config or plugin reloads applied since start.
     pub config_reloads: u64,
     /// Why the last refused reload was refused (the old version kept running).
@@ -292,6 +295,7 @@ impl StatusHub {
             last_error: None,
             last_probe_rtt_us: None,
             slow_consumer_events: 0,
+            lame_duck_switches: 0,
             config_reloads: 0,
             last_reload_error: None,
             plugins: Vec::new(),

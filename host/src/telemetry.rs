@@ -130,6 +130,12 @@ impl Collector for StatusCollector {
         )?;
         counter(
             &mut e,
+            "wasmgate_lame_duck_switches",
+            "Moves to another server made before a lame duck server closed the connection",
+            &[(none(), s.lame_duck_switches)],
+        )?;
+        counter(
+            &mut e,
             "wasmgate_slow_consumer_events",
             "Slow-consumer events (messages dropped by the client)",
             &[(none(), s.slow_consumer_events)],

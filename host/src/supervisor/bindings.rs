@@ -57,7 +57,7 @@ impl Supervisor {
                             streams: conn.streams.clone(),
                             source,
                             stop: conn.stop.clone(),
-                            shutdown: self.shutdown.clone(),
+                            shutdown: conn.drain.clone(),
                             drain_timeout: DRAIN_TIMEOUT,
                             admission: self.admission.clone(),
                         };

@@ -53,10 +53,13 @@
 //! | reconnecting | attempts used up, or refused | failed |
 //! | failed, keep-trying | connect ok, bindings confirmed | connected |
 //! | failed, exit | — | `Supervisor::run` returns the error |
+//! | connected, degraded | the server enters lame duck mode; a second client on another server is bound and confirmed | connected (on the new client; a `lame-duck` reconnect) |
+//! | connected, degraded | lame duck mode, but no other server could be bound | unchanged: the client's own reconnect follows when the server closes the connection |
+//! | disconnected | lame duck mode | unchanged |
 //! | connected, degraded, disconnected | shutdown | draining, then stopped |
 //! | connecting, reconnecting, failed | shutdown | stopped |
 //!
-//! Two paths lead back to `connected`, and only one is ever active:
+//! Two paths lead back to `connected` after a loss, and only one is ever active:
 //!
 //! - **The client's own reconnect** (`disconnected`): the server dropped the
 //!   connection. async-nats reconnects with our backoff (first retry at once)
@@ -74,7 +77,17 @@
 //!   every handle is dropped, which closes it) and builds a new one with the
 //!   backoff, up to `max_attempts`, subscribing every binding again.
 //!
-//! On every reconnect, from either path: the failure count resets, the time is
+//! A third path never leaves `connected`: **lame duck mode**. A server about
+//! to go away (a rolling restart) tells its clients, then closes them after
+//! its grace period. The supervisor does not wait for that: it connects a
+//! second client to another server ([`Action::Switch`]), binds every binding
+//! there, has a probe confirm it, then drains the old connection in the
+//! background (its workers finish what they hold; JetStream messages they
+//! prefetched are nak'd for redelivery). For a moment both connections are
+//! subscribed: a queue group splits messages over them, a plain
+//! subscription may see a message on both.
+//!
+//! On every reconnect, from any path: the failure count resets, the time is
 //! recorded, every binding is re-bound or verified, then the reconnect
 //! callbacks run in registration order. A binding that fails to subscribe is
 //! marked `failed` with its error and retried on every health tick; it does not
@@ -165,6 +178,9 @@ pub enum Event {
     Client(ClientEvent),
     /// A config reload bound a new binding set on this connection.
     Rebound,
+    /// The switch away from a lame duck server ([`Action::Switch`]) is
+    /// done: the new connection confirmed in `rtt`, or why not.
+    Switched(Result<Duration, String>),
     /// Reconnect callback `index` (in registration order) failed.
     CallbackFailed { index: usize, error: String },
     /// Shut down.
@@ -200,6 +216,8 @@ pub struct Machine {
     connected_once: bool,
     slow_consumer_events: u64,
     probing: Option<Check>,
+    /// Moves away from lame duck servers so far.
+    lame_duck_switches: u64,
 }
 
 impl Machine {
@@ -215,6 +233,7 @@ impl Machine {
             connected_once: false,
             slow_consumer_events: 0,
             probing: None,
+            lame_duck_switches: 0,
         }
     }
 
@@ -257,6 +276,7 @@ impl Machine {
                 self.probing = Some(Check::Rebind);
                 vec![Action::Probe]
             }
+            Event::Switched(result) => self.switched(result),
             Event::CallbackFailed { index, error } => vec![
                 Action::Log(Note::CallbackFailed {
                     index,
@@ -323,6 +343,33 @@ impl Machine {
         }
         self.connected_once = true;
         actions
+    }
+
+    /// The switch away from a lame duck server is done.
+    fn switched(&mut self, result: Result<Duration, String>) -> Vec<Action> {
+        match result {
+            Ok(rtt) => {
+                // A new client: its events start afresh.
+                self.initial_connected_seen = false;
+                self.refusals = 0;
+                self.probing = None;
+                self.lame_duck_switches += 1;
+                let mut publish = self.confirmed();
+                publish.lame_duck_switches = Some(self.lame_duck_switches);
+                vec![
+                    Action::MarkConnected { publish, rtt },
+                    self.reconnected(ReconnectPath::LameDuck),
+                ]
+            }
+            Err(error) => vec![
+                Action::Log(Note::SwitchFailed {
+                    error: error.clone(),
+                }),
+                Action::Publish(Update::error(format!(
+                    "lame duck: could not move to another server: {error}"
+                ))),
+            ],
+        }
     }
 
     /// Attempts are used up: `failed`, then as `on_exhausted` says.
@@ -521,7 +568,19 @@ impl Machine {
                 Action::MarkFailedSubscription(e.clone()),
                 Action::Publish(Update::error(format!("server: {e}"))),
             ],
-            ClientEvent::LameDuck => vec![Action::Log(Note::LameDuck)],
+            ClientEvent::LameDuck => {
+                // Only from a connection that works: while disconnected the
+                // client is on its way elsewhere already.
+                let switching = matches!(
+                    self.state,
+                    ConnectionState::Connected | ConnectionState::Degraded
+                ) && !self.client_reconnecting;
+                let mut actions = vec![Action::Log(Note::LameDuck { switching })];
+                if switching {
+                    actions.push(Action::Switch);
+                }
+                actions
+            }
             ClientEvent::Other(e) => vec![Action::Log(Note::OtherClientEvent(e))],
         }
     }

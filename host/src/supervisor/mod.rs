@@ -51,6 +51,9 @@ pub enum ReconnectPath {
     Client,
     /// The supervisor retired the client and built a new one.
     Supervisor,
+    /// The server entered lame duck mode: the supervisor connected and bound
+    /// a new client to another server before retiring the old one.
+    LameDuck,
 }
 
 /// What a reconnect callback is told.
@@ -104,6 +107,9 @@ struct Connection {
     probe: Probe,
     /// Retires this connection's dispatch tasks.
     stop: CancellationToken,
+    /// Drains them (a child of the gateway's shutdown, so shutdown drains
+    /// every connection; a switch away from a lame duck drains one).
+    drain: CancellationToken,
     tasks: TaskTracker,
     /// Which bindings have a dispatch task on this connection.
     bound: Vec<bool>,
@@ -302,6 +308,7 @@ impl Supervisor {
                     None
                 }
                 Action::Connect(round) => Some(self.attempts(run, &round).await),
+                Action::Switch => Some(Event::Switched(self.switch(run).await)),
                 Action::Drain => {
                     if let Some(conn) = run.conn.take() {
                         self.drain(conn).await;
@@ -372,7 +379,12 @@ impl Supervisor {
     /// One attempt: a new client, every binding subscribed, and a probe
     /// round trip proving the server has the subscriptions.
     async fn connect_and_bind(&self) -> anyhow::Result<(Connection, Duration)> {
-        let (client, events) = connection::connect(&self.config, &self.status).await?;
+        self.connect_and_bind_to(&self.config).await
+    }
+
+    /// [`connect_and_bind`](Self::connect_and_bind) with `config`'s servers.
+    async fn connect_and_bind_to(&self, config: &Config) -> anyhow::Result<(Connection, Duration)> {
+        let (client, events) = connection::connect(config, &self.status).await?;
         let probe = Probe::new(&client).await?;
         // Outputs a stream must confirm are JetStream publishes whose PubAcks
         // are awaited a batch at a time; a full in-flight window fails the
@@ -391,6 +403,7 @@ impl Supervisor {
             events,
             probe,
             stop,
+            drain: self.shutdown.child_token(),
             tasks: TaskTracker::new(),
             bound: vec![false; self.bindings.len()],
         };
@@ -472,6 +485,49 @@ impl Supervisor {
         drop(conn);
     }
 
+    /// Make before break: a second client on another server, every binding
+    /// bound and confirmed there (and seen by the old server across the
+    /// cluster), then the old connection drained and closed in the
+    /// background while the new one serves. Until the new one is confirmed
+    /// the old one keeps working; if the switch fails it keeps working until
+    /// the server closes it, and the client's own reconnect takes over.
+    async fn switch(&self, run: &mut Run) -> Result<Duration, String> {
+        let Some(old) = run.conn.as_ref() else {
+            return Err("no connection".into());
+        };
+        let info = old.client.server_info();
+        let servers = connection::other_servers(&self.config.nats.servers, &info);
+        if servers.is_empty() {
+            return Err(format!(
+                "no server but {}:{} is known (list the cluster's servers in nats.servers)",
+                info.host, info.port
+            ));
+        }
+        let mut config = (*self.config).clone();
+        config.nats.servers = servers;
+        let (new, rtt) = self
+            .connect_and_bind_to(&config)
+            .await
+            .map_err(|e| crate::errors::anyhow_chain(&e))?;
+        if let Err(e) =
+            connection::seen_across(&old.client, &new.client, self.config.health.timeout).await
+        {
+            // The new server has the subscriptions; the others learn of
+            // them over the routes a moment later. Go on.
+            tracing::debug!(error = %e, "the old server did not see the new subscriptions yet");
+        }
+        let new_info = new.client.server_info();
+        tracing::info!(
+            from = %format!("{}:{}", info.host, info.port),
+            to = %format!("{}:{}", new_info.host, new_info.port),
+            "moved to another server; draining the old connection"
+        );
+        let old = run.conn.replace(new).ok_or("no connection")?;
+        let wait = DRAIN_TIMEOUT + self.longest_handler();
+        tokio::spawn(drain_connection(old, wait));
+        Ok(rtt)
+    }
+
     /// Shutdown: drain every subscription, finish in-flight handlers, flush.
     async fn drain(&self, conn: Connection) {
         conn.tasks.close();
@@ -498,6 +554,20 @@ impl Supervisor {
             .max()
             .unwrap_or_default()
     }
+}
+
+/// Drain a connection that is no longer the current one (its server is in
+/// lame duck mode): its workers stop taking messages, finish what they
+/// have, the client flushes and closes.
+async fn drain_connection(conn: Connection, wait: Duration) {
+    conn.drain.cancel();
+    conn.tasks.close();
+    if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {
+        tracing::warn!("the old connection's dispatch tasks did not drain in {wait:?}");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.client.flush()).await;
+    conn.stop.cancel();
+    drop(conn);
 }
 
 /// The words for what the machine asks to log.
@@ -535,7 +605,14 @@ fn log(note: Note) {
             "slow consumer: the client dropped messages; raise nats.subscription_capacity or add capacity"
         ),
         Note::ServerError(e) => tracing::warn!(error = %e, "server error"),
-        Note::LameDuck => tracing::warn!("server entered lame duck mode"),
+        Note::LameDuck { switching: true } => {
+            tracing::warn!("server entered lame duck mode; moving to another server")
+        }
+        Note::LameDuck { switching: false } => tracing::warn!("server entered lame duck mode"),
+        Note::SwitchFailed { error } => tracing::warn!(
+            error = %error,
+            "lame duck: could not move to another server; the client reconnects when it is closed"
+        ),
         Note::OtherClientEvent(e) => tracing::debug!(event = %e, "client event"),
         Note::CallbackFailed { index, error } => {
             tracing::error!(callback = index, error = %error, "reconnect callback failed")

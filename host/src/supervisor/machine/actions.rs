@@ -46,6 +46,11 @@ pub enum Action {
     },
     /// Stop the connection's dispatch tasks and drop the client.
     Retire,
+    /// The server is in lame duck mode: connect a second client to another
+    /// server, bind everything there and have it confirmed, then drain and
+    /// retire the old one (make before break). Ends in
+    /// [`Switched`](super::Event::Switched).
+    Switch,
     /// A round of connect attempts. It ends in
     /// [`Established`](super::Event::Established),
     /// [`UsedUp`](super::Event::UsedUp), or
@@ -68,6 +73,7 @@ pub struct Update {
     pub total_reconnects: Option<u64>,
     pub last_error: Option<String>,
     pub slow_consumer_events: Option<u64>,
+    pub lame_duck_switches: Option<u64>,
 }
 
 impl Update {
@@ -89,6 +95,9 @@ impl Update {
         }
         if let Some(n) = self.slow_consumer_events {
             s.slow_consumer_events = n;
+        }
+        if let Some(n) = self.lame_duck_switches {
+            s.lame_duck_switches = n;
         }
     }
 
@@ -136,7 +145,16 @@ pub enum Note {
     },
     SlowConsumer(u64),
     ServerError(String),
-    LameDuck,
+    /// The server entered lame duck mode; `switching` when the machine
+    /// moves to another server now.
+    LameDuck {
+        switching: bool,
+    },
+    /// The move to another server failed: the client's own reconnect takes
+    /// over when the server closes the connection.
+    SwitchFailed {
+        error: String,
+    },
     OtherClientEvent(String),
     CallbackFailed {
         index: usize,

@@ -667,10 +667,6 @@ fn other_client_events_are_recorded() {
         ]
     );
     assert_eq!(
-        m.on(Event::Client(ClientEvent::LameDuck)),
-        [Action::Log(Note::LameDuck)]
-    );
-    assert_eq!(
         m.on(Event::CallbackFailed {
             index: 1,
             error: "nope".into()
@@ -898,4 +894,78 @@ async fn after_a_probe_recovers_the_ticks_keep_the_interval() {
         }
     }
     assert_eq!(ms(&probes), [2000, 3000, 5000]);
+}
+
+#[test]
+fn connected_to_connected_through_a_lame_duck_switch() {
+    let mut m = connected(settings());
+    assert_eq!(
+        m.on(Event::Client(ClientEvent::LameDuck)),
+        [
+            Action::Log(Note::LameDuck { switching: true }),
+            Action::Switch
+        ]
+    );
+    assert_eq!(m.state(), Connected, "the old connection serves meanwhile");
+    let mut publish = confirmed();
+    publish.lame_duck_switches = Some(1);
+    assert_eq!(
+        m.on(Event::Switched(Ok(RTT))),
+        [
+            Action::MarkConnected { publish, rtt: RTT },
+            reconnected(ReconnectPath::LameDuck, 1),
+        ]
+    );
+    assert_eq!(m.state(), Connected);
+    assert_eq!(m.total_reconnects(), 1);
+    // The new client reports its own first connection: not a reconnect.
+    assert!(m.on(Event::Client(ClientEvent::Connected)).is_empty());
+    let mut second = confirmed();
+    second.lame_duck_switches = Some(2);
+    m.on(Event::Client(ClientEvent::LameDuck));
+    assert_eq!(
+        m.on(Event::Switched(Ok(RTT)))[0],
+        Action::MarkConnected {
+            publish: second,
+            rtt: RTT
+        },
+        "switches are counted"
+    );
+}
+
+#[test]
+fn degraded_switches_too_and_a_failed_switch_keeps_the_connection() {
+    let mut m = connected(settings());
+    fail_tick(&mut m);
+    assert_eq!(m.state(), Degraded);
+    assert_eq!(
+        m.on(Event::Client(ClientEvent::LameDuck)),
+        [
+            Action::Log(Note::LameDuck { switching: true }),
+            Action::Switch
+        ]
+    );
+    assert_eq!(
+        m.on(Event::Switched(Err("no server but 127.0.0.1:4222".into()))),
+        [
+            Action::Log(Note::SwitchFailed {
+                error: "no server but 127.0.0.1:4222".into()
+            }),
+            Action::Publish(Update::error(
+                "lame duck: could not move to another server: no server but 127.0.0.1:4222"
+            )),
+        ]
+    );
+    assert_eq!(m.state(), Degraded, "unchanged: the old connection goes on");
+    assert_eq!(m.total_reconnects(), 0);
+}
+
+#[test]
+fn a_lame_duck_while_disconnected_is_only_noted() {
+    let mut m = connected(settings());
+    m.on(Event::Client(ClientEvent::Disconnected));
+    assert_eq!(
+        m.on(Event::Client(ClientEvent::LameDuck)),
+        [Action::Log(Note::LameDuck { switching: false })]
+    );
 }

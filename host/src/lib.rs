@@ -14,11 +14,12 @@
 //!   namespaces).
 //! - [`status`] and [`http`]: what operators and embedders see.
 //! - [`gateway`]: the embedding API ([`Gateway`], [`run`]).
-//! - [`cli`]: the `wasmgate` command line (`run`, `config`, `invoke`, `check`).
+//!
+//! The `wasmgate` command line (`run`, `config`, `invoke`, `check`) is the
+//! binary's (`src/main.rs`, `src/cli/`), on this public API.
 
 pub mod backoff;
 pub mod cache;
-pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

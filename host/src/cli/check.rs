@@ -20,21 +20,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use clap::Args;
+use wasmgate::plugin::Plugin;
+use wasmgate::runtime::Runtime;
 
 use super::exit;
-use crate::plugin::Plugin;
-use crate::runtime::Runtime;
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     /// The TOML config file.
-    pub config: PathBuf,
+    config: PathBuf,
 }
 
 /// Run the command; writes the report to `out`, a bad config to stderr; returns the exit code.
-pub fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
+pub(super) fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
     let shown = args.config.display().to_string();
-    let config = match crate::Config::load(&args.config) {
+    let config = match wasmgate::Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

@@ -16,12 +16,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use clap::Args;
-use wasmgate::plugin::Plugin;
-use wasmgate::runtime::Runtime;
+use wasmgate::plugin::{Plugin, Runtime};
 
 use super::exit;
 
@@ -48,11 +45,10 @@ pub(super) fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
             return exit::FAILURE;
         }
     };
-    let max_payload = Arc::new(AtomicUsize::new(0));
     let total = config.plugins.len();
     let mut failed = 0;
     for p in &config.plugins {
-        match Plugin::load(&runtime, p, max_payload.clone()) {
+        match Plugin::load(&runtime, p, 0) {
             Ok(plugin) => {
                 let _ = writeln!(
                     out,

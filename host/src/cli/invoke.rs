@@ -21,14 +21,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use clap::Args;
 use wasmgate::config::{ByteSize, ConfigValue, PluginConfig, RuntimeConfig};
-use wasmgate::plugin::{CallError, Outcome, Plugin};
-use wasmgate::runtime::bindings::Message;
-use wasmgate::runtime::{Outgoing, Runtime};
+use wasmgate::plugin::{CallError, Message, Outcome, Outgoing, Plugin, Runtime};
 
 use super::{exit, parse_pair};
 
@@ -128,13 +125,10 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
         code: exit::FAILURE,
         message: format!("starting the WebAssembly runtime: {e:#}"),
     })?;
-    let plugin =
-        Plugin::load(&runtime, &config, Arc::new(AtomicUsize::new(MAX_PAYLOAD))).map_err(|e| {
-            Failure {
-                code: exit::LOAD,
-                message: e.to_string(),
-            }
-        })?;
+    let plugin = Plugin::load(&runtime, &config, MAX_PAYLOAD).map_err(|e| Failure {
+        code: exit::LOAD,
+        message: e.to_string(),
+    })?;
     let plugin = Arc::new(plugin);
 
     let msg = Message {

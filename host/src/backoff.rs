@@ -65,7 +65,9 @@ impl Backoff {
 /// The application-level reconnect loop gave up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exhausted {
+    /// Attempts made.
     pub attempts: u32,
+    /// The last attempt's error.
     pub last_error: String,
     /// It stopped early: the last error was one that retrying cannot mend.
     pub permanent: bool,

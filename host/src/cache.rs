@@ -58,6 +58,7 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Its name in logs and metrics: `disabled`, `hit`, `miss`, `rejected`.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Disabled => "disabled",
@@ -68,18 +69,30 @@ impl CacheOutcome {
     }
 }
 
-/// Counts since the cache was opened.
+/// Counts since the cache was opened (shown in the status as
+/// `compile_cache`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
+    /// Components loaded from a valid entry.
     pub hits: u64,
+    /// Components compiled because there was no entry.
     pub misses: u64,
+    /// Entries found corrupt, stale or refused (compiled again and overwritten).
     pub rejected: u64,
+    /// Entries that could not be written.
     pub write_errors: u64,
     /// Entries removed to stay under the size limit.
     pub evicted: u64,
 }
 
-/// The cache folder of one engine.
+/// The on-disk cache of compiled components (`[runtime] cache_dir`): the
+/// folder of one engine's entries, `<cache_dir>/wasmtime-<major>-<engine
+/// hash>/`, one `.cwasm` file per component, keyed by the SHA-256 of its
+/// `.wasm` bytes, kept under `cache_max_size` by evicting the least recently
+/// used. An entry is used only when its header and checksum match; anything
+/// else is compiled again and overwritten. [`Runtime::cache`] hands it out.
+///
+/// [`Runtime::cache`]: crate::plugin::Runtime::cache
 #[derive(Debug)]
 pub struct CompileCache {
     dir: PathBuf,
@@ -114,7 +127,11 @@ fn hex(bytes: &[u8]) -> String {
 impl CompileCache {
     /// Open (and create) the folder for `engine`'s entries under `root`,
     /// kept under `max_size` bytes (0 = no limit).
-    pub fn open(root: &Path, engine: &Engine, max_size: u64) -> std::io::Result<CompileCache> {
+    pub(crate) fn open(
+        root: &Path,
+        engine: &Engine,
+        max_size: u64,
+    ) -> std::io::Result<CompileCache> {
         let major = ModuleVersionStrategy::WasmtimeVersion.as_str().to_string();
         let mut hasher = Sha256Hasher(Sha256::new());
         hasher.write(FORMAT.as_bytes());
@@ -149,6 +166,7 @@ impl CompileCache {
         self.path_for(&Sha256::digest(wasm).into())
     }
 
+    /// Its counts since it was opened.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -174,7 +192,7 @@ impl CompileCache {
     /// The component for `wasm`: from a valid entry, or from `compile`,
     /// whose result is then written. Only `compile`'s error is returned:
     /// cache trouble is logged and costs a compile, nothing more.
-    pub fn load_or_compile<E>(
+    pub(crate) fn load_or_compile<E>(
         &self,
         engine: &Engine,
         wasm: &[u8],

@@ -1,13 +1,25 @@
-//! Error text for operators: each cause once, on one line.
+//! The errors of a running gateway, and error text for operators.
+//!
+//! [`GatewayError`](crate::GatewayError) is what starting, reloading or
+//! running a gateway returns; each variant keeps its cause as the error's
+//! source: [`ConfigError`](crate::config::ConfigError) (names the file,
+//! key and reason), [`LoadError`](crate::plugin::LoadError) (names the
+//! plugin and its file), [`SupervisorError`] (the connection gave up, after
+//! [`Exhausted`] attempts). A handler call that did not return is a
+//! [`CallError`](crate::plugin::CallError); a malformed subject a
+//! [`SubjectError`](crate::subject::SubjectError).
 //!
 //! async-nats's errors print their source inside their own message *and*
 //! return it from `source()`, so the usual `{:#}` chain repeats every cause
 //! (`authorization violation: nats: authorization violation: nats: …`).
-//! These helpers walk a chain and drop a cause whose text the previous link
-//! already shows.
+//! [`chain`] and [`anyhow_chain`] walk a chain and drop a cause whose text
+//! the previous link already shows: each cause once, on one line.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+
+pub use crate::backoff::Exhausted;
+pub use crate::supervisor::SupervisorError;
 
 /// `e` and its sources, joined by `: `, each cause once.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -35,7 +47,7 @@ fn join(texts: impl Iterator<Item = String>) -> String {
 /// When the user JWT in a creds file has expired: `at <time>`, for the
 /// message of a refused connect. `None` when it has not, has no expiry, or
 /// cannot be read (the server's refusal is reported either way).
-pub fn creds_expiry(path: &Path) -> Option<String> {
+pub(crate) fn creds_expiry(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let jwt = text
         .lines()

@@ -1,20 +1,6 @@
 //! The embedding API: start a whole gateway from a [`Config`], read its
-//! status, register reconnect callbacks, and wait for it to drain.
-//!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! let config = wasmgate::Config::load("wasmgate.toml")?;
-//! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let gateway = wasmgate::Gateway::start(config, shutdown.clone()).await?;
-//! gateway.on_reconnect(|event| async move {
-//!     tracing::info!(total = event.total_reconnects, "reconnected");
-//!     Ok(())
-//! }).await;
-//! println!("{:?}", gateway.status().state);
-//! shutdown.cancel();
-//! gateway.wait().await?;
-//! # Ok(()) }
-//! ```
+//! status, register reconnect callbacks, reload it, and wait for it to
+//! drain. The crate docs show it in use.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,7 +42,14 @@ pub enum GatewayError {
     Other(#[from] anyhow::Error),
 }
 
-/// A running gateway.
+/// A running gateway: its plugins loaded, its HTTP endpoints bound (when
+/// `[http] listen` is set), and the supervisor connecting and binding in the
+/// background.
+///
+/// Cancelling the token given to [`start`](Self::start) drains it: bindings
+/// unsubscribe, in-flight handlers finish; [`wait`](Self::wait) returns once
+/// that is done. Dropping a `Gateway` without `wait` drains it too, in the
+/// background.
 pub struct Gateway {
     reloader: Reloader,
     status: StatusHub,
@@ -73,7 +66,10 @@ pub struct Gateway {
 impl Gateway {
     /// Load every plugin, bind the HTTP endpoints, then start the supervisor,
     /// which connects and binds in the background. Fails before touching the
-    /// network when the config or a plugin is bad.
+    /// network when the config or a plugin is bad. A config built in code is
+    /// validated here as [`Config::load`] validates a file (credentials in
+    /// server URLs are moved into `[nats.auth]` first). Must be called
+    /// within a Tokio runtime.
     pub async fn start(
         mut config: Config,
         shutdown: CancellationToken,
@@ -208,26 +204,17 @@ impl Gateway {
     /// `[reconnect]`, `[http]` and `[runtime]` changes need a restart and are
     /// reported in `needs_restart`.
     pub async fn reload(&self, config: Config) -> Result<ReloadReport, GatewayError> {
-        self.reloader
-            .reload(config)
-            .await
-            .map_err(GatewayError::Reload)
+        self.reloader.reload(config).await
     }
 
     /// Reload one plugin's `.wasm` from its file (the old version stays on error).
     pub async fn reload_plugin(&self, name: &str) -> Result<ReloadReport, GatewayError> {
-        self.reloader
-            .reload_plugin(name)
-            .await
-            .map_err(GatewayError::Reload)
+        self.reloader.reload_plugin(name).await
     }
 
     /// Reload the config file at `path` (what SIGHUP does).
     pub async fn reload_file(&self, path: &std::path::Path) -> Result<ReloadReport, GatewayError> {
-        self.reloader
-            .reload_file(path)
-            .await
-            .map_err(GatewayError::Reload)
+        self.reloader.reload_file(path).await
     }
 
     /// Watch the config file and every plugin's `.wasm` and reload on change

@@ -1,5 +1,8 @@
-//! The `wasmgate` binary; the commands live in [`wasmgate::cli`].
+//! The `wasmgate` binary: the command line in [`cli`], over the library's
+//! public API.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    wasmgate::cli::main()
+    cli::main()
 }

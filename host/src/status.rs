@@ -1,11 +1,19 @@
-//! The gateway's reconnect status: what the supervisor decided (connection
-//! state, failure count, attempts, reconnects, last error) and every binding's
-//! state, published on a `watch` channel so that `/status`, `/readyz` and
-//! embedding code read one source, and can wait for changes.
+//! The gateway's status: what the supervisor decided (connection state,
+//! failure count, attempts, reconnects, last error), every binding's state
+//! and counters, and every plugin's running version. `GET /status` serves
+//! it as JSON, `/readyz` and `/metrics` read it, and an embedder reads the
+//! same values: [`Gateway::status`] for a snapshot, [`Gateway::status_watch`]
+//! for a `watch` receiver that wakes on every change, [`Gateway::ready`] and
+//! [`Gateway::wait_for`] to wait for one. Only the gateway writes it.
 //!
-//! Per-message counters live in atomics beside it (see [`BindingCounters`]),
-//! so the hot path never takes the watch's lock; [`StatusHub::snapshot`] folds
-//! them in.
+//! [`Gateway::status`]: crate::Gateway::status
+//! [`Gateway::status_watch`]: crate::Gateway::status_watch
+//! [`Gateway::ready`]: crate::Gateway::ready
+//! [`Gateway::wait_for`]: crate::Gateway::wait_for
+
+// Per-message counters live in atomics beside the watch (`BindingCounters`),
+// so the hot path never takes the watch's lock; `StatusHub::snapshot` folds
+// them in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,6 +21,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::watch;
+
+pub use crate::cache::CacheStats;
 
 /// The supervised connection's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,6 +47,7 @@ pub enum ConnectionState {
 }
 
 impl ConnectionState {
+    /// Its name in `/status` and `/metrics` (`connected`, `draining`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionState::Connecting => "connecting",
@@ -75,8 +86,8 @@ macro_rules! binding_counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
         /// Message counters of one binding, updated on the hot path.
         #[derive(Debug, Default)]
-        pub struct BindingCounters {
-            $( $(#[$doc])* pub $name: AtomicU64, )*
+        pub(crate) struct BindingCounters {
+            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
         }
 
         /// The values of a binding's counters at one moment.
@@ -87,7 +98,7 @@ macro_rules! binding_counters {
 
         impl BindingCounters {
             /// Every counter, read now.
-            pub fn counts(&self) -> Counts {
+            pub(crate) fn counts(&self) -> Counts {
                 Counts { $( $name: self.$name.load(Ordering::Relaxed), )* }
             }
         }
@@ -128,17 +139,24 @@ binding_counters! {
 /// A binding as shown in the status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BindingStatus {
+    /// The plugin that handles its messages.
     pub plugin: String,
+    /// The subject (filter) it is bound to.
     pub subject: String,
     /// `core` or `jetstream`.
     pub kind: &'static str,
+    /// The JetStream stream it consumes from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// The durable consumer it pulls from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
+    /// The queue group of a core binding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Where it stands.
     pub state: BindingState,
+    /// Why it is not bound, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Something about the binding's stream or consumer to look at that does
@@ -162,6 +180,7 @@ impl std::ops::Deref for BindingStatus {
 /// The whole status, as `GET /status` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
+    /// The supervised connection's state.
     pub state: ConnectionState,
     /// `true` when connected and every binding is confirmed by the server.
     pub ready: bool,
@@ -177,6 +196,7 @@ pub struct Status {
     /// When the last reconnect completed (RFC 3339).
     #[serde(with = "rfc3339_opt")]
     pub last_reconnect: Option<SystemTime>,
+    /// The last connection, probe, binding or callback error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Round trip of the last successful health probe, in microseconds.
@@ -196,14 +216,17 @@ pub struct Status {
     pub plugins: Vec<PluginStatus>,
     /// Compile cache counts since start; absent when the cache is off.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub compile_cache: Option<crate::cache::CacheStats>,
+    pub compile_cache: Option<CacheStats>,
+    /// Every binding, in config order.
     pub bindings: Vec<BindingStatus>,
 }
 
 /// A plugin as shown in the status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginStatus {
+    /// Its name, from its `[[plugin]]` table.
     pub name: String,
+    /// The component file it runs.
     pub path: String,
     /// 1 at start, +1 per hot swap.
     pub version: u64,
@@ -264,7 +287,7 @@ mod rfc3339_opt {
 
 /// What the status shows of a binding that never changes.
 #[derive(Debug, Clone, Default)]
-pub struct BindingSpec {
+pub(crate) struct BindingSpec {
     pub plugin: String,
     pub subject: String,
     pub queue: Option<String>,
@@ -272,9 +295,10 @@ pub struct BindingSpec {
     pub consumer: Option<String>,
 }
 
-/// Where the status lives; cheap to clone.
+/// Where the status lives; cheap to clone. Only the gateway writes it;
+/// embedders read it through [`Gateway`](crate::Gateway).
 #[derive(Clone, Debug)]
-pub struct StatusHub {
+pub(crate) struct StatusHub {
     tx: Arc<watch::Sender<Status>>,
     counters: Arc<RwLock<Vec<Arc<BindingCounters>>>>,
     plugins: Arc<RwLock<Vec<Arc<crate::plugin::PluginSlot>>>>,
@@ -377,7 +401,6 @@ impl StatusHub {
         });
     }
 
-    /// Set one binding's state and error.
     /// Set or clear a binding's warning.
     pub fn set_binding_warning(&self, index: usize, warning: Option<String>) {
         self.update(|s| {
@@ -387,6 +410,7 @@ impl StatusHub {
         });
     }
 
+    /// Set one binding's state and error.
     pub fn set_binding(&self, index: usize, state: BindingState, error: Option<String>) {
         self.update(|s| {
             if let Some(b) = s.bindings.get_mut(index) {

@@ -1,17 +1,25 @@
-//! NATS subject and queue-group syntax, checked once at the edges (config load
-//! and guest publishes) so that nothing malformed reaches the connection.
+//! NATS subject syntax as the gateway checks it, once at the edges (config
+//! load and guest publishes) so that nothing malformed reaches the
+//! connection: [`validate_filter`] for what may be subscribed to,
+//! [`validate_publish`] for what may be published to, and [`matches()`] for
+//! the wildcard rules.
 
 /// Why a subject is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
+    /// The subject is the empty string.
     #[error("subject is empty")]
     Empty,
+    /// It contains a space, tab or line break.
     #[error("subject {0:?} contains whitespace")]
     Whitespace(String),
+    /// A token between dots is empty.
     #[error("subject {0:?} has an empty token (leading, trailing or double '.')")]
     EmptyToken(String),
+    /// `*` or `>` in a subject to publish to.
     #[error("subject {0:?} uses a wildcard where a concrete subject is needed")]
     Wildcard(String),
+    /// `>` anywhere but the last token.
     #[error("subject {0:?} uses '>' before its last token")]
     MisplacedTail(String),
 }
@@ -74,7 +82,7 @@ fn is_wildcard(token: &[u8]) -> bool {
 }
 
 /// A queue group name: non-empty, no whitespace.
-pub fn validate_queue(queue: &str) -> Result<(), String> {
+pub(crate) fn validate_queue(queue: &str) -> Result<(), String> {
     if queue.is_empty() {
         return Err("queue group is empty".into());
     }
@@ -108,7 +116,7 @@ pub fn matches(filter: &str, subject: &str) -> bool {
 
 /// Whether every subject `filter` matches is also matched by `pattern`: a
 /// stream with subject `pattern` captures all of a binding on `filter`.
-pub fn covers(pattern: &str, filter: &str) -> bool {
+pub(crate) fn covers(pattern: &str, filter: &str) -> bool {
     let mut p = pattern.split('.');
     let mut f = filter.split('.');
     loop {

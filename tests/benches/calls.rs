@@ -14,14 +14,11 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use wasmgate::dispatch::to_wit;
-use wasmgate::plugin::{Batch, BatchResults, Plugin};
-use wasmgate::runtime::Runtime;
+use wasmgate::plugin::{Batch, BatchResults, Message, Plugin, Runtime};
 use wasmgate_tests::plugin;
 
 const BATCH: usize = 128;
@@ -39,9 +36,8 @@ fn message() -> async_nats::Message {
 }
 
 fn load(runtime: &Runtime, wasm: &str) -> Arc<Plugin> {
-    let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
     let cfg = plugin(wasm, wasm, &["in.>"], &[("prefix", "out")]);
-    Arc::new(Plugin::load(runtime, &cfg, max_payload).expect("plugin loads"))
+    Arc::new(Plugin::load(runtime, &cfg, 1024 * 1024).expect("plugin loads"))
 }
 
 fn calls(c: &mut Criterion) {
@@ -51,13 +47,15 @@ fn calls(c: &mut Criterion) {
     let mut echo_inst = echo.instantiate().expect("instance");
     let mut noop_inst = noop.instantiate().expect("instance");
     let msg = message();
-    let input = to_wit(msg.clone());
+    let input = Message::from(msg.clone());
     let msgs: Vec<_> = (0..BATCH).map(|_| msg.clone()).collect();
     let mut encoded = Batch::new();
 
     let mut g = c.benchmark_group("per_message");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("to_wit", |b| b.iter(|| to_wit(black_box(&msg).clone())));
+    g.bench_function("to_wit", |b| {
+        b.iter(|| Message::from(black_box(&msg).clone()))
+    });
     g.bench_function("noop_handle", |b| {
         b.iter(|| noop_inst.handle(black_box(&input)).expect("ok"))
     });

@@ -7,8 +7,8 @@
 //! what it checks at the end stay in the test; the fixture only starts,
 //! asks and stops.
 
+use wasmgate::ERROR_HEADER;
 use wasmgate::config::PluginConfig;
-use wasmgate::dispatch::ERROR_HEADER;
 use wasmgate::status::BindingStatus;
 
 use crate::{NatsServer, Running, WAIT, client, init_logs, test_config};

@@ -4,17 +4,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wasmgate::Gateway;
-use wasmgate::cache::CacheOutcome;
 use wasmgate::config::RuntimeConfig;
-use wasmgate::plugin::{Outcome, Plugin};
-use wasmgate::runtime::Runtime;
-use wasmgate::runtime::bindings::Message;
+use wasmgate::plugin::{CacheOutcome, Message, Outcome, Plugin, Runtime};
 use wasmgate_tests::*;
 
 /// A fresh runtime (as after a restart) using `cache_dir`.
@@ -29,7 +25,7 @@ fn runtime(cache_dir: &Path) -> Runtime {
 fn load(runtime: &Runtime, wasm: &str) -> (Arc<Plugin>, Duration) {
     let config = plugin("p", wasm, &["in.>"], &[]);
     let started = Instant::now();
-    let plugin = Plugin::load(runtime, &config, Arc::new(AtomicUsize::new(0))).unwrap();
+    let plugin = Plugin::load(runtime, &config, 0).unwrap();
     (Arc::new(plugin), started.elapsed())
 }
 

@@ -15,8 +15,9 @@ use wasmgate_tests::*;
 
 /// How soon a dead-letter stream created while the gateway runs must be
 /// noticed. Not the kit's [`WAIT`]: it has to stay well under how long an
-/// answer is trusted without an advisory (`MAX_AGE`), or the cached answer
-/// expiring could pass the test in place of the advisory it is about.
+/// answer is trusted without an advisory (`STREAM_SNAPSHOT_MAX_AGE`), or the
+/// cached answer expiring could pass the test in place of the advisory it is
+/// about.
 const NOTICED_WITHIN: Duration = Duration::from_secs(10);
 
 /// `jsprobe` (which rejects `reject` and retries `always-retry`) bound to
@@ -113,7 +114,7 @@ async fn a_stream_created_on_the_dead_letter_subject_is_noticed() {
     // without an advisory: the gateway learns of the stream from JetStream's
     // advisory. The advisory arrives a moment after the stream exists, so
     // rejected messages go on until one is dead-lettered through JetStream.
-    assert!(NOTICED_WITHIN < wasmgate::jetstream::streams::MAX_AGE);
+    assert!(NOTICED_WITHIN < wasmgate::internals::STREAM_SNAPSHOT_MAX_AGE);
     dead_letter_stream(&js).await;
     let deadline = tokio::time::Instant::now() + NOTICED_WITHIN;
     let mut sent = 1;

@@ -4,18 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use wasmgate::plugin::{LoadError, LoadErrorKind, Plugin};
-use wasmgate::runtime::Runtime;
+use wasmgate::plugin::{LoadError, LoadErrorKind, Plugin, Runtime};
 use wasmgate_tests::*;
 
 fn load(path: &Path) -> Result<Plugin, LoadError> {
     let runtime = Runtime::new(Duration::from_millis(10)).unwrap();
     let mut config = plugin("demo", "uppercase", &["in.>"], &[]);
     config.path = path.to_path_buf();
-    Plugin::load(&runtime, &config, Arc::new(AtomicUsize::new(0)))
+    Plugin::load(&runtime, &config, 0)
 }
 
 fn check_golden(name: &str, path: &Path, err: &LoadError) {
@@ -88,7 +86,7 @@ fn wrong_world() {
 fn good_plugin_loads_and_handles() {
     let plugin = Arc::new(load(&plugin_wasm("uppercase")).unwrap());
     let mut instance = plugin.instantiate().unwrap();
-    let msg = wasmgate::runtime::bindings::Message {
+    let msg = wasmgate::plugin::Message {
         subject: "in.x".into(),
         payload: b"abc".to_vec(),
         headers: vec![],
@@ -126,7 +124,7 @@ fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
     let old = Path::new("fixtures/uppercase-wit-0.1.0.wasm");
     let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.4 host"));
     let mut instance = plugin.instantiate().unwrap();
-    let msg = wasmgate::runtime::bindings::Message {
+    let msg = wasmgate::plugin::Message {
         subject: "in.old".into(),
         payload: b"compat".to_vec(),
         headers: vec![],

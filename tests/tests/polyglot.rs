@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use futures::StreamExt;
-use wasmgate::dispatch::ERROR_HEADER;
+use wasmgate::ERROR_HEADER;
 use wasmgate_tests::*;
 
 async fn next(sub: &mut async_nats::Subscriber, what: &str) -> async_nats::Message {

@@ -9,20 +9,17 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use wasmgate::config::{PluginConfig, PreopenConfig, WasiConfig};
-use wasmgate::plugin::{Instance, Outcome, Plugin};
-use wasmgate::runtime::Runtime;
-use wasmgate::runtime::bindings::Message;
+use wasmgate::plugin::{Instance, Message, Outcome, Plugin, Runtime};
 use wasmgate_tests::*;
 
 fn probe(wasi: WasiConfig) -> Instance {
     let runtime = Runtime::new(Duration::from_millis(10)).unwrap();
     let mut config = plugin("probe", "probe-wasi", &["probe"], &[]);
     config.wasi = wasi;
-    let plugin = Plugin::load(&runtime, &config, Arc::new(AtomicUsize::new(0))).unwrap();
+    let plugin = Plugin::load(&runtime, &config, 0).unwrap();
     Arc::new(plugin).instantiate().unwrap()
 }
 
@@ -275,7 +272,7 @@ fn a_preopen_that_vanished_stops_the_load() {
         },
         ..plugin("probe", "probe-wasi", &["probe"], &[])
     };
-    let err = Plugin::load(&runtime, &config, Arc::new(AtomicUsize::new(0))).unwrap_err();
+    let err = Plugin::load(&runtime, &config, 0).unwrap_err();
     let text = err.to_string();
     assert!(
         text.starts_with(&format!(

@@ -16,25 +16,22 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use clap::Args;
+use wasmgate::plugin::{Plugin, Runtime};
 
 use super::exit;
-use crate::plugin::Plugin;
-use crate::runtime::Runtime;
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     /// The TOML config file.
-    pub config: PathBuf,
+    config: PathBuf,
 }
 
 /// Run the command; writes the report to `out`, a bad config to stderr; returns the exit code.
-pub fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
+pub(super) fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
     let shown = args.config.display().to_string();
-    let config = match crate::Config::load(&args.config) {
+    let config = match wasmgate::Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
@@ -48,11 +45,10 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> u8 {
             return exit::FAILURE;
         }
     };
-    let max_payload = Arc::new(AtomicUsize::new(0));
     let total = config.plugins.len();
     let mut failed = 0;
     for p in &config.plugins {
-        match Plugin::load(&runtime, p, max_payload.clone()) {
+        match Plugin::load(&runtime, p, 0) {
             Ok(plugin) => {
                 let _ = writeln!(
                     out,

@@ -21,19 +21,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use clap::Args;
+use wasmgate::config::{ByteSize, ConfigValue, PluginConfig, RuntimeConfig};
+use wasmgate::plugin::{CallError, Message, Outcome, Outgoing, Plugin, Runtime};
 
 use super::{exit, parse_pair};
-use crate::config::{ByteSize, ConfigValue, PluginConfig};
-use crate::plugin::{CallError, Outcome, Plugin};
-use crate::runtime::bindings::Message;
-use crate::runtime::{Outgoing, Runtime};
 
 /// The max payload `invoke` enforces on publishes: a default nats-server's.
-pub const MAX_PAYLOAD: usize = 1024 * 1024;
+const MAX_PAYLOAD: usize = 1024 * 1024;
 
 pub(super) const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 2 bad arguments, 3 the plugin cannot be loaded, 4 retry, 5 reject, 6 trap, 7 deadline exceeded.
@@ -43,37 +40,37 @@ Example:
       --subject in.greeting --payload 'hello' --header trace-id=42 --config prefix=up --reply-to inbox.1";
 
 #[derive(Debug, Args)]
-pub struct InvokeArgs {
+pub(super) struct InvokeArgs {
     /// The plugin component (`.wasm`).
-    pub plugin: PathBuf,
+    plugin: PathBuf,
     /// The message's subject.
     #[arg(long)]
-    pub subject: String,
+    subject: String,
     /// The message's payload, as text.
     #[arg(long, conflicts_with = "payload_file", default_value = "")]
-    pub payload: String,
+    payload: String,
     /// Read the payload from this file instead (bytes as they are).
     #[arg(long, value_name = "FILE")]
-    pub payload_file: Option<PathBuf>,
+    payload_file: Option<PathBuf>,
     /// A message header; repeat for more (a name may repeat).
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_pair)]
-    pub headers: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     /// A plugin config value, as `config = { ... }` in a `[[plugin]]` table; repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
-    pub config: Vec<(String, String)>,
+    config: Vec<(String, String)>,
     /// The message's reply-to subject: the handler's reply is shown only with one.
     #[arg(long, value_name = "SUBJECT")]
-    pub reply_to: Option<String>,
+    reply_to: Option<String>,
     /// Deadline of the call.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    timeout: Duration,
     /// Linear-memory limit of the instance.
     #[arg(long, default_value = "64MiB")]
-    pub memory: ByteSize,
+    memory: ByteSize,
 }
 
 /// Run the command; writes the report to `out`, problems to stderr; returns the exit code.
-pub fn run(args: &InvokeArgs, out: &mut dyn Write) -> u8 {
+pub(super) fn run(args: &InvokeArgs, out: &mut dyn Write) -> u8 {
     match invoke(args, out) {
         Ok(code) => code,
         Err(Failure { code, message }) => {
@@ -97,10 +94,10 @@ fn usage(message: String) -> Failure {
 }
 
 fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
-    crate::subject::validate_publish(&args.subject)
+    wasmgate::subject::validate_publish(&args.subject)
         .map_err(|e| usage(format!("--subject: {e}")))?;
     if let Some(reply_to) = &args.reply_to {
-        crate::subject::validate_publish(reply_to)
+        wasmgate::subject::validate_publish(reply_to)
             .map_err(|e| usage(format!("--reply-to: {e}")))?;
     }
     if args.timeout.is_zero() {
@@ -124,18 +121,14 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
         ..PluginConfig::new(name, args.plugin.clone())
     };
     // The default compile cache: a Python or JavaScript component compiles once.
-    let runtime =
-        Runtime::from_config(&crate::config::RuntimeConfig::default()).map_err(|e| Failure {
-            code: exit::FAILURE,
-            message: format!("starting the WebAssembly runtime: {e:#}"),
-        })?;
-    let plugin =
-        Plugin::load(&runtime, &config, Arc::new(AtomicUsize::new(MAX_PAYLOAD))).map_err(|e| {
-            Failure {
-                code: exit::LOAD,
-                message: e.to_string(),
-            }
-        })?;
+    let runtime = Runtime::from_config(&RuntimeConfig::default()).map_err(|e| Failure {
+        code: exit::FAILURE,
+        message: format!("starting the WebAssembly runtime: {e:#}"),
+    })?;
+    let plugin = Plugin::load(&runtime, &config, MAX_PAYLOAD).map_err(|e| Failure {
+        code: exit::LOAD,
+        message: e.to_string(),
+    })?;
     let plugin = Arc::new(plugin);
 
     let msg = Message {
@@ -241,7 +234,7 @@ fn write_publish(out: &mut dyn Write, o: &Outgoing, sent: bool) {
 }
 
 /// `(5 bytes): "HELLO"` for UTF-8, `(3 bytes): hex 00ff10` otherwise.
-pub fn describe_payload(bytes: &[u8]) -> String {
+fn describe_payload(bytes: &[u8]) -> String {
     let n = bytes.len();
     let unit = if n == 1 { "byte" } else { "bytes" };
     match std::str::from_utf8(bytes) {

@@ -1,5 +1,5 @@
 //! The `wasmgate` command line: `run`, `config default|validate`, `invoke`
-//! and `check`. `main.rs` only calls [`main`].
+//! and `check`, on the library's public API. `main.rs` only calls [`main`].
 //!
 //! Exit codes (also in the README):
 //!
@@ -14,17 +14,18 @@
 //! | 6 | `invoke`: the handler trapped (panic, memory limit, cannot instantiate) |
 //! | 7 | `invoke`: the handler exceeded its deadline |
 
-pub mod check;
-pub mod invoke;
+mod check;
+mod invoke;
 mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 /// The process exit codes of the commands.
-pub mod exit {
+mod exit {
     pub const OK: u8 = 0;
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
@@ -89,14 +90,14 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Default,
         } => {
-            print!("{}", crate::Config::default_toml());
+            print!("{}", wasmgate::Config::default_toml());
             ExitCode::SUCCESS
         }
         Command::Config {
             command: ConfigCommand::Validate { file },
         } => {
-            crate::telemetry::init(cli.log_json);
-            match crate::Config::load(&file) {
+            init_logs(cli.log_json, "info");
+            match wasmgate::Config::load(&file) {
                 Ok(_) => {
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
@@ -108,25 +109,44 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Run { config, no_watch } => {
-            crate::telemetry::init(cli.log_json);
+            init_logs(cli.log_json, "info");
             run::run(&config, !no_watch)
         }
         Command::Invoke(args) => {
             // The guest's log lines are printed on stdout; don't repeat them on stderr.
-            crate::telemetry::init_with_default(cli.log_json, "warn,wasmgate::guest=off");
+            init_logs(cli.log_json, "warn,wasmgate::guest=off");
             let mut out = std::io::stdout().lock();
             ExitCode::from(invoke::run(&args, &mut out))
         }
         Command::Check(args) => {
-            crate::telemetry::init_with_default(cli.log_json, "warn");
+            init_logs(cli.log_json, "warn");
             let mut out = std::io::stdout().lock();
             ExitCode::from(check::run(&args, &mut out))
         }
     }
 }
 
+/// Install the global `tracing` subscriber on stderr: `RUST_LOG`'s filter,
+/// or `default_filter` when it is unset; `json` switches to one JSON object
+/// per line.
+fn init_logs(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // Only fails when a subscriber is already set.
+    let _ = result;
+}
+
 /// `KEY=VALUE` for `--header` and `--config`; the value may contain `=`.
-pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
+fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit;
 
 pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
-    let config = match crate::Config::load(path) {
+    let config = match wasmgate::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -24,7 +24,7 @@ pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
         match serve(config, path.to_path_buf(), watch, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                let e = crate::errors::anyhow_chain(&e);
+                let e = wasmgate::errors::anyhow_chain(&e);
                 tracing::error!("{e}");
                 eprintln!("error: {e}");
                 ExitCode::from(exit::FAILURE)
@@ -34,12 +34,12 @@ pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
 }
 
 async fn serve(
-    config: crate::Config,
+    config: wasmgate::Config,
     path: PathBuf,
     watch: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let gateway = crate::Gateway::start(config, shutdown).await?;
+    let gateway = wasmgate::Gateway::start(config, shutdown).await?;
     if watch {
         gateway.watch(path.clone())?;
     }

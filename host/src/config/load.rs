@@ -9,17 +9,30 @@ use super::Config;
 /// Why a config was refused. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("{path}: cannot read config: {source}")]
     Read {
+        /// The file (or the origin given to [`Config::parse`]).
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The text is not TOML, or not the config's shape (an unknown key, a
+    /// value of the wrong type): the message names the key.
     #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file (or the origin given to [`Config::parse`]).
+        path: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// It parsed, but some settings are invalid: all of them, at once.
     #[error("{path}: invalid config:\n{}", format_problems(.problems))]
     Invalid {
+        /// The file (or the origin given to [`Config::parse`]).
         path: String,
+        /// Every invalid setting.
         problems: Vec<Problem>,
     },
 }
@@ -27,7 +40,9 @@ pub enum ConfigError {
 /// One invalid setting: the key (a dotted path) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The setting, as a dotted path (`plugin[0] (upper).timeout`).
     pub key: String,
+    /// Why it is refused.
     pub reason: String,
 }
 
@@ -92,7 +107,7 @@ impl Config {
 
     /// Credentials moved out of server URLs into `[nats.auth]` (see
     /// `secrets`); a no-op for a loaded config, whose URLs are clean.
-    pub fn move_url_credentials(&mut self, origin: &str) -> Result<(), ConfigError> {
+    pub(crate) fn move_url_credentials(&mut self, origin: &str) -> Result<(), ConfigError> {
         let problems = super::secrets::move_url_credentials(self);
         invalid_if_any(origin, problems)
     }

@@ -351,8 +351,8 @@ impl Dispatch {
     }
 }
 
-/// The WIT view of a NATS message.
-pub fn to_wit(msg: async_nats::Message) -> Message {
+/// The WIT view of a NATS message (also `Message::from`).
+pub(crate) fn to_wit(msg: async_nats::Message) -> Message {
     let headers = msg
         .headers
         .as_ref()

@@ -36,7 +36,7 @@ impl Meta {
 
     /// The record a handler reads through `delivery.jetstream`; the names
     /// are the binding's (the ack subject carries the same).
-    pub fn to_wit(&self, stream: &str, consumer: &str) -> JetstreamInfo {
+    pub fn to_wit(self, stream: &str, consumer: &str) -> JetstreamInfo {
         JetstreamInfo {
             stream: stream.to_string(),
             consumer: consumer.to_string(),

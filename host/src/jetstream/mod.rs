@@ -27,7 +27,7 @@ mod source;
 pub mod streams;
 
 pub use meta::{JsMessage, Meta};
-pub use settle::{DEAD_LETTER_ACK_WAIT, Settle};
+pub use settle::Settle;
 pub use source::JsSource;
 pub use streams::{Capture, Streams};
 

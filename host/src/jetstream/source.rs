@@ -12,15 +12,13 @@ use async_nats::jetstream::consumer::pull;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{JsBinding, JsMessage, Streams, declare_noting};
+use super::{JsBinding, JsMessage, declare_noting};
 use crate::backoff::Backoff;
 use crate::status::{BindingState, StatusHub};
 
 /// Where a JetStream binding's messages come from; re-attaches itself.
 pub struct JsSource {
     pub js: Context,
-    /// Which streams capture what, for this connection's dead letters.
-    pub streams: Arc<Streams>,
     pub binding: Arc<JsBinding>,
     messages: pull::Stream,
     status: StatusHub,
@@ -31,7 +29,6 @@ impl JsSource {
     /// Declare the consumer and start pulling.
     pub async fn attach(
         js: Context,
-        streams: Arc<Streams>,
         binding: Arc<JsBinding>,
         status: StatusHub,
         index: usize,
@@ -40,7 +37,6 @@ impl JsSource {
         status.set_binding_warning(index, warning);
         Ok(JsSource {
             js,
-            streams,
             binding,
             messages,
             status,

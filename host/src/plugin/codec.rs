@@ -42,7 +42,7 @@ impl Batch {
     }
 
     /// A batch in the encoding of 0.1.2 and 0.1.3: no JetStream metadata.
-    pub fn without_jetstream() -> Batch {
+    pub(crate) fn without_jetstream() -> Batch {
         Batch::with_encoding(false)
     }
 
@@ -126,7 +126,7 @@ impl Batch {
     /// ack subject; written only in the 0.1.4 encoding). Its reply subject
     /// is its ack subject, not a requester: the guest sees none, as with
     /// `handle`.
-    pub fn push_jetstream(
+    pub(crate) fn push_jetstream(
         &mut self,
         msg: &async_nats::Message,
         meta: Option<&Meta>,
@@ -176,7 +176,7 @@ impl Batch {
     }
 
     /// The encoded batch (its count written in).
-    pub fn encoded(&mut self) -> &[u8] {
+    pub(crate) fn encoded(&mut self) -> &[u8] {
         let n = self.asks_reply.len() as u32;
         self.buf[..4].copy_from_slice(&n.to_le_bytes());
         &self.buf
@@ -222,6 +222,7 @@ pub struct BatchResult {
 }
 
 impl BatchResults {
+    /// Empty both lists, keeping their buffers.
     pub fn clear(&mut self) {
         self.results.clear();
         self.publishes.clear();
@@ -231,7 +232,7 @@ impl BatchResults {
 /// Read the results of a batch of `expected` messages into `into` (cleared
 /// first), unchecked: publishes are checked by the caller as the
 /// `publisher` import would check them.
-pub fn decode(out: Bytes, expected: usize, into: &mut BatchResults) -> Result<(), String> {
+pub(crate) fn decode(out: Bytes, expected: usize, into: &mut BatchResults) -> Result<(), String> {
     into.clear();
     let mut r = Reader(out);
     let count = r.u32()? as usize;

@@ -68,15 +68,20 @@ pub struct Handled {
 }
 
 impl Instance {
+    /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
     }
 
-    /// Keep the guest's log lines (for `wasmgate invoke`).
+    /// Keep the guest's log lines (they are still logged through `tracing`
+    /// as well, under the `wasmgate::guest` target), for
+    /// [`take_logs`](Self::take_logs).
     pub fn capture_logs(&mut self) {
         self.store.data_mut().log_sink = Some(Vec::new());
     }
 
+    /// The log lines kept since [`capture_logs`](Self::capture_logs), as
+    /// `(level, line)`, and stop keeping them.
     pub fn take_logs(&mut self) -> Vec<(&'static str, String)> {
         self.store.data_mut().log_sink.take().unwrap_or_default()
     }
@@ -89,7 +94,7 @@ impl Instance {
 
     /// [`handle`](Self::handle) with the JetStream metadata the guest can read
     /// through the `delivery` interface.
-    pub fn handle_with(
+    pub(crate) fn handle_with(
         &mut self,
         msg: &Message,
         delivery: Option<JetstreamInfo>,

@@ -1,13 +1,23 @@
-//! A plugin: one component, compiled once, checked at load time and
-//! pre-instantiated, plus the [`Instance`]s that run its `handle` calls.
+//! Plugins outside a gateway: load and check a component, and call it, as
+//! the gateway would, without NATS (what `wasmgate check` and `wasmgate
+//! invoke` do). A gateway's running plugins are the same [`Plugin`] values
+//! ([`Gateway::plugin`](crate::Gateway::plugin)).
 //!
-//! Load-time checks give an error that names the plugin and the file: the
-//! file is missing, is not WebAssembly, is a core module rather than a
+//! A [`Runtime`] is the engine and the host interfaces;
+//! [`Plugin::load`] compiles a component once, checks it and
+//! pre-instantiates it; [`Plugin::instantiate`] makes an [`Instance`], whose
+//! [`handle`](Instance::handle) runs one [`Message`] (and
+//! [`handle_batch`](Instance::handle_batch) a [`Batch`], for a plugin that
+//! exports `batch-handler`).
+//!
+//! Load-time checks give a [`LoadError`] that names the plugin and the file:
+//! the file is missing, is not WebAssembly, is a core module rather than a
 //! component, does not export the `wasmgate:plugin` handler, or imports
 //! something the host does not provide.
 //!
-//! Compiling goes through the runtime's compile cache (see [`crate::cache`]);
-//! [`Plugin::cache_outcome`] says whether this load was a hit.
+//! Compiling goes through the runtime's [`CompileCache`] when `[runtime]
+//! cache_dir` is set; [`Plugin::cache_outcome`] says whether this load was a
+//! hit.
 //!
 //! Each instance gets the WASI capabilities of its `[plugin.wasi]` table and
 //! nothing else: clocks and random numbers always; the listed environment
@@ -29,26 +39,41 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
-use crate::cache::CacheOutcome;
 use crate::config::{PluginConfig, PreopenConfig};
 use crate::runtime::bindings::{self, BatchIndices, HandlerIndices};
-use crate::runtime::{HostState, PluginCounters, PluginShared, Runtime};
+use crate::runtime::{HostState, PluginShared};
 
-pub mod codec;
+mod codec;
 mod instance;
 mod slot;
 
+pub use crate::cache::{CacheOutcome, CompileCache};
+pub use crate::runtime::bindings::Message;
+pub use crate::runtime::{Outgoing, PluginCounters, Runtime};
 pub use codec::{Batch, BatchResult, BatchResults};
 pub use instance::{CallError, Handled, Instance, Outcome};
-pub use slot::PluginSlot;
+pub(crate) use slot::PluginSlot;
+
+impl From<async_nats::Message> for Message {
+    /// A NATS message as a handler sees it: subject, payload, headers (a
+    /// header with several values is one pair per value) and reply-to, as
+    /// the gateway hands a core message to `handle`.
+    #[inline]
+    fn from(msg: async_nats::Message) -> Message {
+        crate::dispatch::to_wit(msg)
+    }
+}
 
 /// Why a plugin could not be loaded: which plugin, which file, and what
 /// was wrong with it (nats.rs's `Error<Kind>` shape, so a new kind is one
 /// variant, not another copy of `plugin` and `path`).
 #[derive(Debug, thiserror::Error)]
 pub struct LoadError {
+    /// The plugin's name, from its `[[plugin]]` table.
     pub plugin: String,
+    /// The component file it was loaded from.
     pub path: PathBuf,
+    /// What was wrong.
     #[source]
     pub kind: LoadErrorKind,
 }
@@ -71,30 +96,47 @@ impl std::fmt::Display for LoadError {
 /// What was wrong with a plugin's file or its grants.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadErrorKind {
+    /// There is no file at the path.
     #[error("file not found")]
     Missing,
+    /// The file cannot be read.
     #[error("cannot read: {0}")]
     Read(std::io::Error),
+    /// The file is not WebAssembly.
     #[error("not a WebAssembly file (bad magic bytes)")]
     NotWasm,
+    /// A core module, not a component.
     #[error(
         "is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or run `wasm-tools component new`)"
     )]
     CoreModule,
+    /// wasmtime refused to compile it (wasmtime's reason).
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// It does not export the handler interface this host calls (or exports
+    /// it, or `batch-handler`, with the wrong shape).
     #[error(
         "wrong world: it does not export `{expected}` (exports: {found}); build it against the `{world}` world in wit/"
     )]
     WrongWorld {
+        /// The export it should have.
         expected: &'static str,
+        /// The world to build it against.
         world: &'static str,
+        /// What it exports instead (or why the export does not fit).
         found: String,
     },
+    /// It imports something the host does not provide.
     #[error("cannot be linked: {0}")]
     Link(String),
+    /// A directory of its `wasi.preopen` grant cannot be opened.
     #[error("wasi.preopen {}: cannot open: {reason}", host.display())]
-    Preopen { host: PathBuf, reason: String },
+    Preopen {
+        /// The host directory.
+        host: PathBuf,
+        /// Why it cannot be opened.
+        reason: String,
+    },
 }
 
 impl LoadErrorKind {
@@ -190,8 +232,23 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    /// Load, check and pre-instantiate the plugin a config table describes.
+    /// Load, check and pre-instantiate the plugin a `[[plugin]]` table
+    /// describes, exactly as the gateway does at start-up and on reload: the
+    /// same checks, the same host interfaces, its WASI grants, deadline and
+    /// memory limit. `max_payload` is the largest payload in bytes a publish
+    /// or a reply of this plugin may have, as a NATS server's `max_payload`
+    /// (the gateway uses the connected server's); 0 checks no size.
     pub fn load(
+        runtime: &Runtime,
+        config: &PluginConfig,
+        max_payload: usize,
+    ) -> Result<Plugin, LoadError> {
+        Plugin::load_shared(runtime, config, Arc::new(AtomicUsize::new(max_payload)))
+    }
+
+    /// [`load`](Self::load) with the max payload the gateway shares between
+    /// its plugins: 0 until connected, then the server's.
+    pub(crate) fn load_shared(
         runtime: &Runtime,
         config: &PluginConfig,
         max_payload: Arc<AtomicUsize>,
@@ -266,10 +323,12 @@ impl Plugin {
         self.cache_outcome
     }
 
+    /// Its name, from the `[[plugin]]` table.
     pub fn name(&self) -> &str {
         &self.shared.name
     }
 
+    /// The component file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -313,6 +372,7 @@ impl Plugin {
         self.publish_ack
     }
 
+    /// What the host refused of its publishes since this version was loaded.
     pub fn counters(&self) -> &PluginCounters {
         &self.shared.counters
     }

@@ -3,7 +3,6 @@
 //! checked version in and bumps the slot's version, which dispatch workers
 //! read between batches.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -41,14 +40,6 @@ impl PluginSlot {
             .expect("plugin slot lock")
             .name()
             .to_string()
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.current
-            .read()
-            .expect("plugin slot lock")
-            .path()
-            .to_path_buf()
     }
 
     /// Put a loaded, checked plugin in place; returns the new version.

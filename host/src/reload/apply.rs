@@ -35,7 +35,7 @@ impl Catalog {
             .plugins
             .get_mut(name)
             .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
-        let plugin = Plugin::load(&self.runtime, &loaded.config, self.max_payload.clone())?;
+        let plugin = Plugin::load_shared(&self.runtime, &loaded.config, self.max_payload.clone())?;
         loaded.stamp = stamp(&loaded.config.path);
         let version = loaded.slot.swap(Arc::new(plugin));
         tracing::info!(plugin = name, version, "plugin reloaded");
@@ -60,7 +60,11 @@ impl Catalog {
             let plugin = if unchanged {
                 None
             } else {
-                Some(Plugin::load(&self.runtime, p, self.max_payload.clone())?)
+                Some(Plugin::load_shared(
+                    &self.runtime,
+                    p,
+                    self.max_payload.clone(),
+                )?)
             };
             fresh.insert(p.name.clone(), (p.clone(), plugin));
         }

@@ -70,7 +70,7 @@ impl Catalog {
     ) -> anyhow::Result<(Catalog, BindingSet)> {
         let mut plugins = BTreeMap::new();
         for p in &config.plugins {
-            let plugin = Plugin::load(&runtime, p, max_payload.clone())?;
+            let plugin = Plugin::load_shared(&runtime, p, max_payload.clone())?;
             plugins.insert(p.name.clone(), Loaded::new(p.clone(), plugin));
         }
         let mut catalog = Catalog {

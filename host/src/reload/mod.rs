@@ -41,6 +41,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub use apply::ReloadReport;
 pub use catalog::Catalog;
 
+use crate::GatewayError;
 use crate::config::Config;
 use crate::plugin::Plugin;
 use crate::status::StatusHub;
@@ -52,7 +53,9 @@ use apply::Applied;
 const REBIND_WAIT: Duration = Duration::from_secs(30);
 
 /// What applies reloads: shared by the embedding API, SIGHUP and the watcher.
-/// Cheap to clone; every clone applies to the same catalog.
+/// Cheap to clone; every clone applies to the same catalog. Get one from
+/// [`Gateway::reloader`](crate::Gateway::reloader) to reload from another
+/// task (a signal handler, an admin endpoint).
 #[derive(Clone)]
 pub struct Reloader {
     catalog: Arc<Mutex<Catalog>>,
@@ -63,7 +66,7 @@ pub struct Reloader {
 impl Reloader {
     /// `commands` reaches the supervisor running the catalog's binding set;
     /// `status` is where reloads are recorded.
-    pub fn new(
+    pub(crate) fn new(
         catalog: Catalog,
         commands: mpsc::UnboundedSender<Command>,
         status: StatusHub,
@@ -80,30 +83,37 @@ impl Reloader {
         self.catalog.lock().await.plugin(name)
     }
 
-    /// Apply a new config. It may be built in code, so it gets the checks
+    /// Apply a new config, as [`Gateway::reload`](crate::Gateway::reload)
+    /// does. It may be built in code, so it gets the checks
     /// `Gateway::start` makes: credentials moved out of its URLs, validation.
-    pub async fn reload(&self, mut config: Config) -> anyhow::Result<ReloadReport> {
+    pub async fn reload(&self, mut config: Config) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
         let result = config
             .move_url_credentials("config")
             .and_then(|()| config.validate("config"))
             .map_err(anyhow::Error::from)
             .and_then(|()| catalog.reload(config));
-        self.finish(&catalog, result).await
+        self.finish(&catalog, result)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Reload one plugin's component from its file (the old one stays on error).
-    pub async fn reload_plugin(&self, name: &str) -> anyhow::Result<ReloadReport> {
+    pub async fn reload_plugin(&self, name: &str) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
         let result = swap_plugin(&mut catalog, name);
-        self.finish(&catalog, result).await
+        self.finish(&catalog, result)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Reload the config file at `path` (what SIGHUP does).
-    pub async fn reload_file(&self, path: &Path) -> anyhow::Result<ReloadReport> {
+    pub async fn reload_file(&self, path: &Path) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
         let result = load_file(&mut catalog, path);
-        self.finish(&catalog, result).await
+        self.finish(&catalog, result)
+            .await
+            .map_err(GatewayError::Reload)
     }
 
     /// Record a reload's outcome in the status and hand a new binding set to

@@ -17,7 +17,11 @@ impl Reloader {
     /// Watch the folders of the config file and of every plugin (editors and
     /// build tools replace files by renaming, which a watch on the file itself
     /// would miss) and reload after changes settle for 200 ms.
-    pub fn watch(&self, config_path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) fn watch(
+        &self,
+        config_path: PathBuf,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
         use notify::{RecursiveMode, Watcher};
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();

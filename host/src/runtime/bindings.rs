@@ -15,7 +15,7 @@ pub use self::exports::wasmgate::plugin::batch_handler::{
 pub use self::exports::wasmgate::plugin::handler::{
     Guest as HandlerGuest, GuestIndices as HandlerIndices,
 };
-pub use self::wasmgate::plugin::types::{HandleError, Message, PublishError};
+pub use self::wasmgate::plugin::types::{HandleError, Message};
 
 /// The exported handler interface, as `<package>/<interface>@<version>`.
 pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.4";

@@ -11,12 +11,12 @@
 pub mod bindings;
 mod host;
 
-pub use host::describe_publish_error;
+pub(crate) use host::describe_publish_error;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,28 +28,47 @@ use crate::cache::{CacheOutcome, CompileCache};
 use crate::config::RuntimeConfig;
 
 /// A plugin may publish at most this many messages from the handling of one message.
-pub const MAX_PUBLISHES_PER_CALL: usize = 1024;
+pub(crate) const MAX_PUBLISHES_PER_CALL: usize = 1024;
 
 /// A message a guest asked to publish, held until its `handle` call succeeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    /// Where to publish it.
     pub subject: async_nats::Subject,
+    /// Its payload.
     pub payload: Bytes,
+    /// Its headers, in order (a name may repeat).
     pub headers: Vec<(String, String)>,
 }
 
-/// Counters a plugin's host functions update.
+/// Counters a plugin's host functions update; [`Plugin::counters`]
+/// reads them.
+///
+/// [`Plugin::counters`]: crate::plugin::Plugin::counters
 #[derive(Debug, Default)]
 pub struct PluginCounters {
     /// Publishes the host refused, for any reason (including `forbidden`).
-    pub publish_refused: AtomicU64,
+    pub(crate) publish_refused: AtomicU64,
     /// Publishes refused because `publish_allow` does not match the subject.
-    pub publish_forbidden: AtomicU64,
+    pub(crate) publish_forbidden: AtomicU64,
+}
+
+impl PluginCounters {
+    /// Publishes the host refused, for any reason (including those
+    /// [`publish_forbidden`](Self::publish_forbidden) counts).
+    pub fn publish_refused(&self) -> u64 {
+        self.publish_refused.load(Ordering::Relaxed)
+    }
+
+    /// Publishes refused because `publish_allow` does not match the subject.
+    pub fn publish_forbidden(&self) -> u64 {
+        self.publish_forbidden.load(Ordering::Relaxed)
+    }
 }
 
 /// What every store of one plugin shares.
 #[derive(Debug)]
-pub struct PluginShared {
+pub(crate) struct PluginShared {
     pub name: String,
     pub config: BTreeMap<String, String>,
     /// The server's max_payload; 0 until connected (then not checked here).
@@ -62,13 +81,13 @@ pub struct PluginShared {
 impl PluginShared {
     /// Whether `publish_allow` lets the plugin publish to `subject`, under
     /// the reserved-namespace rules of [`crate::grants`].
-    pub fn may_publish(&self, subject: &str) -> Result<(), crate::grants::Denied> {
+    pub(crate) fn may_publish(&self, subject: &str) -> Result<(), crate::grants::Denied> {
         crate::grants::check(&self.publish_allow, subject)
     }
 }
 
 /// The data of one store (one plugin instance).
-pub struct HostState {
+pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
@@ -89,7 +108,11 @@ impl WasiView for HostState {
     }
 }
 
-/// The engine and linker shared by all plugins.
+/// The WebAssembly engine and the host interfaces every plugin is linked
+/// against, with the ticker that enforces handler deadlines and, when
+/// configured, the compile cache. One per gateway; cheap to clone (clones
+/// share it). Needed to [`Plugin::load`](crate::plugin::Plugin::load) a
+/// plugin outside a gateway.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
@@ -148,7 +171,7 @@ impl Runtime {
 
     /// Cache compiled components under `dir`, in at most `max_size` bytes
     /// (0 = no limit; see [`crate::cache`]).
-    pub fn use_cache_dir(&mut self, dir: &Path, max_size: u64) {
+    pub(crate) fn use_cache_dir(&mut self, dir: &Path, max_size: u64) {
         match CompileCache::open(dir, &self.engine, max_size) {
             Ok(cache) => {
                 tracing::debug!(dir = %cache.dir().display(), "compile cache");
@@ -168,12 +191,15 @@ impl Runtime {
 
     /// A handle on the compile cache that outlives this runtime's borrow
     /// (for the status, which reads its counts at each snapshot).
-    pub fn cache_handle(&self) -> Option<Arc<CompileCache>> {
+    pub(crate) fn cache_handle(&self) -> Option<Arc<CompileCache>> {
         self.cache.clone()
     }
 
     /// Compile a component, or load it from the cache.
-    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
+    pub(crate) fn compile(
+        &self,
+        wasm: &[u8],
+    ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         match &self.cache {
             Some(cache) => {
                 cache.load_or_compile(&self.engine, wasm, || Component::new(&self.engine, wasm))
@@ -182,16 +208,16 @@ impl Runtime {
         }
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    pub fn linker(&self) -> &Linker<HostState> {
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.linker
     }
 
     /// Epoch ticks that cover `timeout`, plus one for the tick in progress.
-    pub fn deadline_ticks(&self, timeout: Duration) -> u64 {
+    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
         (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
     }

@@ -89,14 +89,7 @@ impl Supervisor {
         for _ in 0..b.workers.max(1) {
             let source = match (&b.jetstream, &b.queue) {
                 (Some(js), _) => Source::JetStream(Box::new(
-                    JsSource::attach(
-                        conn.js.clone(),
-                        conn.streams.clone(),
-                        js.clone(),
-                        self.status.clone(),
-                        i,
-                    )
-                    .await?,
+                    JsSource::attach(conn.js.clone(), js.clone(), self.status.clone(), i).await?,
                 )),
                 (None, queue) => {
                     let group = match queue {

@@ -237,16 +237,19 @@ impl Machine {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> ConnectionState {
         self.state
     }
 
     /// Consecutive failed probes.
+    #[cfg(test)]
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
     }
 
     /// Completed reconnects (the first connection is not one).
+    #[cfg(test)]
     pub fn total_reconnects(&self) -> u64 {
         self.total_reconnects
     }

@@ -8,12 +8,9 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use anyhow::Context;
-use wasmgate::plugin::{Outcome, Plugin};
-use wasmgate::runtime::Runtime;
-use wasmgate::runtime::bindings::Message;
+use wasmgate::plugin::{Message, Outcome, Plugin, Runtime};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -27,11 +24,7 @@ fn main() -> anyhow::Result<()> {
         .find(|p| p.name == name)
         .with_context(|| format!("no plugin {name:?} in the config"))?;
     let runtime = Runtime::from_config(&config.runtime)?;
-    let plugin = Arc::new(Plugin::load(
-        &runtime,
-        table,
-        Arc::new(AtomicUsize::new(0)),
-    )?);
+    let plugin = Arc::new(Plugin::load(&runtime, table, 0)?);
     let mut instance = plugin.instantiate()?;
     let mut stdout = std::io::stdout();
     for payload in args {

@@ -1,8 +1,8 @@
 //! Per-message cost of the dispatch path without NATS, in layers, each timed
 //! in a tight loop on this thread:
 //!
-//! - `to_wit`: the async-nats message turned into the WIT record (subject and
-//!   payload copied);
+//! - `to_wit`: the async-nats message turned into the WIT record
+//!   (`Message::from`; subject and payload copied);
 //! - `noop_call`: `Instance::handle` on the `noop` plugin, which returns
 //!   `ok(none)` and calls nothing: the bare component-model call (epoch
 //!   deadline set, message lowered into guest memory with the guest's own
@@ -38,14 +38,13 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use wasmgate::dispatch::to_wit;
-use wasmgate::plugin::{Batch, BatchResults, Outcome, Plugin};
-use wasmgate::runtime::{Outgoing, Runtime};
+use wasmgate::config::{ByteSize, RuntimeConfig};
+use wasmgate::plugin::{Batch, BatchResults, Message, Outcome, Outgoing, Plugin, Runtime};
 use wasmgate_tests::{plugin, plugin_from, polyglot_wasm};
 
 use crate::stats::Sample;
@@ -72,13 +71,13 @@ const BATCH: usize = 128;
 
 pub fn run(p: &Params) -> anyhow::Result<Value> {
     let runtime = Runtime::new(Duration::from_millis(10))?;
-    let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
+    let max_payload = 1024 * 1024;
     let echo_cfg = plugin("echo", "echo", &["in.>"], &[("prefix", "out")]);
-    let echo = Arc::new(Plugin::load(&runtime, &echo_cfg, max_payload.clone())?);
+    let echo = Arc::new(Plugin::load(&runtime, &echo_cfg, max_payload)?);
     let noop = Arc::new(Plugin::load(
         &runtime,
         &plugin("noop", "noop", &["in.>"], &[]),
-        max_payload.clone(),
+        max_payload,
     )?);
     let cached = Arc::new(Plugin::load(
         &runtime,
@@ -88,14 +87,14 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
             &["in.>"],
             &[("prefix", "out")],
         ),
-        max_payload.clone(),
+        max_payload,
     )?);
     let mut cached_inst = cached.instantiate()?;
     let mut echo_inst = echo.instantiate()?;
     let mut noop_inst = noop.instantiate()?;
 
     let nats_msg = bench_message(p.size);
-    let input = to_wit(nats_msg.clone());
+    let input = Message::from(nats_msg.clone());
     let handled = AtomicU64::new(0);
     let config: BTreeMap<String, String> = [("prefix".to_string(), "out".to_string())].into();
     let mut out: Vec<Outgoing> = Vec::with_capacity(128);
@@ -129,7 +128,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
         match name {
             "to_wit" => {
                 for _ in 0..n {
-                    black_box(to_wit(black_box(&nats_msg).clone()));
+                    black_box(Message::from(black_box(&nats_msg).clone()));
                 }
             }
             "noop_call" => {
@@ -184,7 +183,7 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
                     let span = message_span(&msg, echo.name());
                     let _entered = span.enter();
                     let reply_to = msg.reply.as_ref().map(|r| r.to_string());
-                    let input = to_wit(msg);
+                    let input = Message::from(msg);
                     let h = echo_inst.handle(&input)?;
                     if let Outcome::Ok(_) = h.outcome {
                         handled.fetch_add(1, Ordering::Relaxed);
@@ -271,19 +270,23 @@ pub fn run(p: &Params) -> anyhow::Result<Value> {
 
 /// The `uppercase` handler per message in each language (see the module docs).
 fn languages(p: &Params) -> anyhow::Result<Value> {
-    let mut runtime = Runtime::new(Duration::from_millis(10))?;
     let cache = tempfile::tempdir()?;
-    runtime.use_cache_dir(cache.path(), 0);
-    let max_payload = Arc::new(AtomicUsize::new(1024 * 1024));
+    let runtime = Runtime::from_config(&RuntimeConfig {
+        epoch_tick: Duration::from_millis(10),
+        cache_dir: cache.path().to_path_buf(),
+        cache_max_size: ByteSize::b(0),
+        ..RuntimeConfig::default()
+    })?;
+    let max_payload = 1024 * 1024;
     let load = |name: &str, path: std::path::PathBuf| -> anyhow::Result<Arc<Plugin>> {
         let cfg = plugin_from(name, path, &["in.>"], &[("prefix", "out")]);
-        Ok(Arc::new(Plugin::load(&runtime, &cfg, max_payload.clone())?))
+        Ok(Arc::new(Plugin::load(&runtime, &cfg, max_payload)?))
     };
     let rust = load("rust", wasmgate_tests::plugin_wasm("uppercase"))?;
     let python = load("python", polyglot_wasm("python-uppercase"))?;
     let js = load("js", polyglot_wasm("js-uppercase"))?;
     let nats_msg = bench_message(p.size);
-    let input = to_wit(nats_msg.clone());
+    let input = Message::from(nats_msg.clone());
     let mut encoded = Batch::new();
     for _ in 0..BATCH {
         encoded.push_nats(&nats_msg);

@@ -1,29 +1,38 @@
-//! Which stream captures a subject: asked of the server once and cached, so
-//! that a publish the gateway makes (a plugin's output, a dead letter) knows
-//! whether to wait for a PubAck or send a plain core message.
+//! Which stream captures a subject, so that a publish the gateway makes (a
+//! plugin's output, a dead letter) knows whether to wait for a PubAck or
+//! send a plain core message.
 //!
 //! A JetStream publish is a request: when no stream captures the subject but
 //! something else answers it (a plain subscriber), the publisher waits out
-//! its whole timeout for a PubAck that never comes. And a core publish into
-//! a stream that is not accepting (a leader moving, a replica catching up)
-//! is dropped without a word to the publisher. So the gateway asks first
-//! (`$JS.API.STREAM.NAMES` with a subject filter, one round trip, answered
-//! by the meta leader from the streams' assignments, so a stream whose
-//! servers are all down is still named) and remembers the answer.
+//! its whole timeout for a PubAck that never comes. And a core publish into a
+//! stream that is not accepting (a leader moving, a replica catching up) is
+//! dropped without a word to the publisher. So the gateway finds out first,
+//! in two ways:
 //!
-//! Why not list every stream's subjects once and match locally: a stream
-//! whose leader does not answer makes `$JS.API.STREAM.LIST` wait out its
-//! timeout (10 s here) and then leave that stream out, and a dead letter or
-//! output to a stream that is down must wait for a PubAck that fails, not go
-//! out as a core publish nothing stores. The cost of asking per subject is
-//! one round trip per new subject; at most [`ASKED_MAX`] answers are kept. The cache is one per connection and forgets
-//! everything when a stream is created, updated or deleted (JetStream's
-//! advisories, see [`Streams::watch`]), after the client reconnects, when a
-//! publish finds the answer stale, and after [`MAX_AGE`] in case an
+//! - **A snapshot of every stream's subjects** (`$JS.API.STREAM.LIST`, one
+//!   request per 256 streams), matched locally: a plugin that publishes to a
+//!   new subject each message (`done.<id>`) costs no round trip.
+//! - **Asking per subject** (`$JS.API.STREAM.NAMES` with a subject filter),
+//!   for what the snapshot cannot tell. A stream whose leader does not answer
+//!   is listed by name only (`missing`), or makes the listing wait past
+//!   [`LIST_WAIT`]: then its subjects are unknown, and a subject no listed
+//!   stream captures is asked of the meta leader, which answers from the
+//!   streams' assignments even while their servers are down. A dead letter
+//!   or output to a stream that is down must wait for a PubAck that fails,
+//!   not go out as a core publish nothing stores. At most [`ASKED_MAX`]
+//!   answers are kept.
+//!
+//! Both are per connection and forgotten when a stream is created, updated
+//! or deleted (JetStream's advisories, see [`Streams::watch`]), after the
+//! client reconnects, when a publish finds a stream gone, and after
+//! [`MAX_AGE`] ([`INCOMPLETE_AGE`] for an incomplete snapshot) in case an
 //! advisory was missed (the gateway's user may not be allowed to see them).
+//!
+//! What neither can see: a stream in another account that captures the
+//! subject through an import. `publish_ack = "always"` covers that.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
@@ -31,12 +40,18 @@ use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// The longest an answer is trusted without an advisory to refresh it.
+/// The longest a complete snapshot is trusted without an advisory to refresh it.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 
-/// Subjects remembered at most: past it every answer is forgotten (a
-/// plugin publishing to a new subject per message must not grow the cache
-/// for ever).
+/// How long an incomplete snapshot is kept before the listing is tried again.
+pub const INCOMPLETE_AGE: Duration = Duration::from_secs(2);
+
+/// The longest the listing may take; past it the snapshot is incomplete.
+pub const LIST_WAIT: Duration = Duration::from_secs(2);
+
+/// Subjects asked one by one, kept at most: past it every answer is
+/// forgotten (a plugin publishing to a new subject per message while a
+/// stream is down must not grow this for ever).
 pub const ASKED_MAX: usize = 4096;
 
 /// The advisories that change which stream captures what.
@@ -52,25 +67,176 @@ pub enum Capture {
     None,
 }
 
-/// The per-connection cache of [`Capture`] answers.
-///
-/// A hit costs a lock and a hash lookup, per publish.
+/// Streams of the account and the subjects they capture.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    streams: Vec<(String, Vec<String>)>,
+    /// Some streams' subjects are unknown (their leader did not answer).
+    incomplete: bool,
+}
+
+impl Snapshot {
+    /// Which stream captures `subject`; `None` when the snapshot cannot
+    /// tell (a stream it lacks the subjects of might).
+    pub fn capture(&self, subject: &str) -> Option<Capture> {
+        let listed = self
+            .streams
+            .iter()
+            .find(|(_, subjects)| subjects.iter().any(|s| crate::subject::matches(s, subject)));
+        match listed {
+            Some((name, _)) => Some(Capture::Stream(name.clone())),
+            None if self.incomplete => None,
+            None => Some(Capture::None),
+        }
+    }
+
+    /// Nothing is known: every subject is asked.
+    fn unknown() -> Snapshot {
+        Snapshot {
+            streams: Vec::new(),
+            incomplete: true,
+        }
+    }
+}
+
+/// A page of `$JS.API.STREAM.LIST`, the parts read here (async-nats's own
+/// lister drops `missing`).
+#[derive(serde::Deserialize)]
+struct Page {
+    #[serde(default)]
+    total: usize,
+    #[serde(default)]
+    streams: Option<Vec<Listed>>,
+    #[serde(default)]
+    missing: Option<Vec<String>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    config: ListedConfig,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedConfig {
+    name: String,
+    #[serde(default)]
+    subjects: Vec<String>,
+}
+
+/// The per-connection knowledge of which stream captures what. A lookup the
+/// snapshot answers costs two locks and a match per stream subject.
 pub struct Streams {
     js: Context,
-    cache: Mutex<HashMap<String, (Capture, Instant)>>,
+    current: Mutex<Option<(Arc<Snapshot>, Instant)>>,
+    /// Subjects the snapshot could not tell about, asked one by one.
+    asked: Mutex<HashMap<String, (Capture, Instant)>>,
+    /// One listing at a time: output tasks finding the snapshot stale at
+    /// once wait for the same request instead of each making one.
+    listing: tokio::sync::Mutex<()>,
 }
 
 impl Streams {
     pub fn new(js: Context) -> Streams {
         Streams {
             js,
-            cache: Mutex::new(HashMap::new()),
+            current: Mutex::new(None),
+            asked: Mutex::new(HashMap::new()),
+            listing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Which stream captures `subject`, from the cache or the server.
+    /// Which stream captures `subject`.
     pub async fn capturing(&self, subject: &str) -> anyhow::Result<Capture> {
-        if let Some((capture, at)) = self.lock().get(subject)
+        let snapshot = self.snapshot().await;
+        if let Some(capture) = snapshot.capture(subject) {
+            return Ok(capture);
+        }
+        self.ask(subject).await
+    }
+
+    /// The current snapshot, taken again when missing or stale. A listing
+    /// that fails or takes too long gives an incomplete one.
+    async fn snapshot(&self) -> Arc<Snapshot> {
+        if let Some(s) = self.fresh() {
+            return s;
+        }
+        let _one = self.listing.lock().await;
+        if let Some(s) = self.fresh() {
+            return s;
+        }
+        let snapshot = match tokio::time::timeout(LIST_WAIT, self.list()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %crate::errors::anyhow_chain(&e), "stream listing failed; asking per subject");
+                Snapshot::unknown()
+            }
+            Err(_) => {
+                tracing::debug!("stream listing took over {LIST_WAIT:?}; asking per subject");
+                Snapshot::unknown()
+            }
+        };
+        let snapshot = Arc::new(snapshot);
+        *lock(&self.current) = Some((snapshot.clone(), Instant::now()));
+        snapshot
+    }
+
+    fn fresh(&self) -> Option<Arc<Snapshot>> {
+        match &*lock(&self.current) {
+            Some((s, at)) => {
+                let age = if s.incomplete {
+                    INCOMPLETE_AGE
+                } else {
+                    MAX_AGE
+                };
+                (at.elapsed() < age).then(|| s.clone())
+            }
+            None => None,
+        }
+    }
+
+    async fn list(&self) -> anyhow::Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        let mut offset = 0;
+        loop {
+            let page: Page = match self
+                .js
+                .request("STREAM.LIST", &serde_json::json!({ "offset": offset }))
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if no_jetstream(&crate::errors::chain(&e)) => return Ok(snapshot),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("listing the account's streams"));
+                }
+            };
+            if let Some(error) = page.error {
+                let text = error.to_string();
+                if no_jetstream(&text) {
+                    return Ok(snapshot);
+                }
+                anyhow::bail!("listing the account's streams: {text}");
+            }
+            let listed = page.streams.unwrap_or_default();
+            let missing = page.missing.unwrap_or_default();
+            let n = listed.len() + missing.len();
+            snapshot.incomplete |= !missing.is_empty();
+            snapshot.streams.extend(
+                listed
+                    .into_iter()
+                    .map(|l| (l.config.name, l.config.subjects)),
+            );
+            offset += n;
+            if n == 0 || offset >= page.total {
+                return Ok(snapshot);
+            }
+        }
+    }
+
+    /// Ask the meta leader which stream captures `subject`, remembering it.
+    async fn ask(&self, subject: &str) -> anyhow::Result<Capture> {
+        if let Some((capture, at)) = lock(&self.asked).get(subject)
             && at.elapsed() < MAX_AGE
         {
             return Ok(capture.clone());
@@ -78,35 +244,37 @@ impl Streams {
         let capture = match self.js.stream_by_subject(subject).await {
             Ok(name) => Capture::Stream(name),
             Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Capture::None,
-            Err(e) if no_jetstream(&e) => Capture::None,
+            Err(e) if no_jetstream(&crate::errors::chain(&e)) => Capture::None,
             Err(e) => {
                 return Err(
                     anyhow::Error::new(e).context(format!("which stream captures {subject}"))
                 );
             }
         };
-        let mut cache = self.lock();
-        if cache.len() >= ASKED_MAX {
-            cache.clear();
+        let mut asked = lock(&self.asked);
+        if asked.len() >= ASKED_MAX {
+            asked.clear();
         }
-        cache.insert(subject.to_string(), (capture.clone(), Instant::now()));
+        asked.insert(subject.to_string(), (capture.clone(), Instant::now()));
         Ok(capture)
     }
 
-    /// Forget every answer (streams changed, the connection came back).
+    /// Forget everything (streams changed, the connection came back).
     pub fn forget_all(&self) {
-        self.lock().clear();
+        *lock(&self.current) = None;
+        lock(&self.asked).clear();
     }
 
-    /// Forget the answer for `subject`: a publish found it stale.
+    /// A publish to `subject` found its stream gone: forget what was known.
     pub fn forget(&self, subject: &str) {
-        self.lock().remove(subject);
+        lock(&self.asked).remove(subject);
+        *lock(&self.current) = None;
     }
 
-    /// Listen to stream advisories until `stop`, forgetting every answer on
+    /// Listen to stream advisories until `stop`, forgetting everything on
     /// each create, update or delete. A subscription the server refuses
-    /// (permissions) only leaves the cache to [`MAX_AGE`].
-    pub async fn watch(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    /// (permissions) only leaves the answers to [`MAX_AGE`].
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let mut advisories = match self.js.client().subscribe(ADVISORIES).await {
             Ok(sub) => sub,
             Err(e) => {
@@ -130,15 +298,52 @@ impl Streams {
             }
         }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Capture, Instant)>> {
-        // A panic while holding it leaves only a cache: keep using it.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves only a cache: keep using it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The account has no JetStream: nobody answers the API.
-fn no_jetstream(e: &async_nats::jetstream::context::GetStreamByNameError) -> bool {
-    let text = crate::errors::chain(e);
+fn no_jetstream(text: &str) -> bool {
     text.contains("no responders") || text.contains("jetstream not enabled")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_is_captured_by_the_stream_whose_pattern_matches_it() {
+        let s = Snapshot {
+            streams: vec![
+                ("ORDERS".into(), vec!["orders.>".into()]),
+                ("OUT".into(), vec!["out.*".into(), "done".into()]),
+                ("MIRROR".into(), vec![]),
+            ],
+            incomplete: false,
+        };
+        let stream = |n: &str| Some(Capture::Stream(n.into()));
+        assert_eq!(s.capture("orders.eu.1"), stream("ORDERS"));
+        assert_eq!(s.capture("out.x"), stream("OUT"));
+        assert_eq!(s.capture("done"), stream("OUT"));
+        assert_eq!(s.capture("out.x.y"), Some(Capture::None));
+        assert_eq!(s.capture("orders"), Some(Capture::None));
+        assert_eq!(Snapshot::default().capture("anything"), Some(Capture::None));
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_is_sure_only_of_what_it_lists() {
+        let s = Snapshot {
+            streams: vec![("ORDERS".into(), vec!["orders.>".into()])],
+            incomplete: true,
+        };
+        assert_eq!(
+            s.capture("orders.1"),
+            Some(Capture::Stream("ORDERS".into()))
+        );
+        assert_eq!(s.capture("dlq.x"), None, "a stream down might capture it");
+        assert_eq!(Snapshot::unknown().capture("orders.1"), None);
+    }
 }

@@ -37,8 +37,17 @@ pub struct BindingSet {
 impl Supervisor {
     /// Subscribe every binding that has no dispatch workers on this connection.
     pub(super) async fn bind_missing(&self, conn: &mut Connection) {
+        self.bind_missing_where(conn, |_| true).await;
+    }
+
+    /// [`bind_missing`](Self::bind_missing) for the bindings `which` picks.
+    pub(super) async fn bind_missing_where(
+        &self,
+        conn: &mut Connection,
+        which: impl Fn(&Binding) -> bool,
+    ) {
         for (i, b) in self.bindings.iter().enumerate() {
-            if conn.bound[i] {
+            if conn.bound[i] || !which(b) {
                 continue;
             }
             match self.sources(conn, i, b).await {

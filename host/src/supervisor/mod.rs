@@ -384,6 +384,13 @@ impl Supervisor {
 
     /// [`connect_and_bind`](Self::connect_and_bind) with `config`'s servers.
     async fn connect_and_bind_to(&self, config: &Config) -> anyhow::Result<(Connection, Duration)> {
+        let mut conn = self.new_connection(config).await?;
+        self.bind_missing(&mut conn).await;
+        self.confirm(conn).await
+    }
+
+    /// A new client and what goes with it, nothing bound yet.
+    async fn new_connection(&self, config: &Config) -> anyhow::Result<Connection> {
         let (client, events) = connection::connect(config, &self.status).await?;
         let probe = Probe::new(&client).await?;
         // Outputs a stream must confirm are JetStream publishes whose PubAcks
@@ -396,7 +403,7 @@ impl Supervisor {
         let stop = CancellationToken::new();
         // Not one of the dispatch tasks: it ends with the connection.
         tokio::spawn(streams.clone().watch(stop.clone()));
-        let mut conn = Connection {
+        Ok(Connection {
             js,
             streams,
             client,
@@ -406,8 +413,12 @@ impl Supervisor {
             drain: self.shutdown.child_token(),
             tasks: TaskTracker::new(),
             bound: vec![false; self.bindings.len()],
-        };
-        self.bind_missing(&mut conn).await;
+        })
+    }
+
+    /// A probe round trip proving the server has the subscriptions; the
+    /// connection is retired if it does not come back.
+    async fn confirm(&self, mut conn: Connection) -> anyhow::Result<(Connection, Duration)> {
         match conn
             .probe
             .round_trip(&conn.client, self.config.health.timeout)
@@ -505,8 +516,20 @@ impl Supervisor {
         }
         let mut config = (*self.config).clone();
         config.nats.servers = servers;
-        let (new, rtt) = self
-            .connect_and_bind_to(&config)
+        let started = std::time::Instant::now();
+        // Core subscriptions first: their messages are lost if they are not
+        // on the new server before the old one closes. JetStream bindings
+        // lose nothing meanwhile (what the old connection does not ack is
+        // redelivered), and attaching them can take seconds while the lame
+        // duck hands its stream leaderships over.
+        let mut new = self
+            .new_connection(&config)
+            .await
+            .map_err(|e| crate::errors::anyhow_chain(&e))?;
+        self.bind_missing_where(&mut new, |b| b.jetstream.is_none())
+            .await;
+        let (mut new, rtt) = self
+            .confirm(new)
             .await
             .map_err(|e| crate::errors::anyhow_chain(&e))?;
         if let Err(e) =
@@ -517,14 +540,16 @@ impl Supervisor {
             tracing::debug!(error = %e, "the old server did not see the new subscriptions yet");
         }
         let new_info = new.client.server_info();
-        tracing::info!(
-            from = %format!("{}:{}", info.host, info.port),
-            to = %format!("{}:{}", new_info.host, new_info.port),
-            "moved to another server; draining the old connection"
-        );
-        let old = run.conn.replace(new).ok_or("no connection")?;
+        let from = format!("{}:{}", info.host, info.port);
+        let to = format!("{}:{}", new_info.host, new_info.port);
+        let Some(old) = run.conn.take() else {
+            return Err("no connection".into());
+        };
         let wait = DRAIN_TIMEOUT + self.longest_handler();
         tokio::spawn(drain_connection(old, wait));
+        self.bind_missing(&mut new).await;
+        run.conn = Some(new);
+        tracing::info!(%from, %to, after = ?started.elapsed(), "moved to another server; the old connection drains");
         Ok(rtt)
     }
 

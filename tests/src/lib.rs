@@ -27,6 +27,7 @@ mod fixture;
 mod gateway;
 pub mod plugins;
 pub mod process;
+pub mod rolling;
 mod server;
 
 pub use assert::{

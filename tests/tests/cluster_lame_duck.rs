@@ -1,223 +1,41 @@
 //! A rolling restart of a 3-node cluster, each node in turn put in lame duck
 //! mode, restarted and given time to rejoin, under a steady core stream to
-//! a queue group and a JetStream stream. The gateway moves to another node
-//! before each lame duck node closes it (make before break): no core
-//! message is lost, every JetStream input's output arrives, and `/status`
-//! and `/metrics` count the switches.
-//!
-//! The test's own clients are pinned to one node each (one URL, so they
-//! never wander): the publisher moves off a node before it is put in lame
-//! duck mode, and every node's client collects the outputs, so that only
-//! the gateway can lose a message.
+//! a queue group and a JetStream stream (the driver: `tests/src/rolling.rs`).
+//! The gateway moves to another node before each lame duck node closes it
+//! (make before break): no core message is lost, every JetStream input's
+//! output arrives, handled once, and `/status` and `/metrics` count the
+//! switches.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
-
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
-use wasmgate_tests::cluster::{
-    Cluster, FORM_WAIT, create_stream_with_retry, publish_with_retry, test_connect_options,
-};
+use wasmgate_tests::cluster::Cluster;
 use wasmgate_tests::*;
-
-/// Pause between two core messages (about 500 a second).
-const PACE: Duration = Duration::from_millis(2);
-
-fn r3(name: &str, subject: &str) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        num_replicas: 3,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_nothing() {
     init_logs();
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(3));
-    let nc = cluster.client().await;
-    let js = jetstream::new(nc.clone());
-    create_stream_with_retry(&js, r3("IN", "in.>")).await;
-    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
-
-    let mut config = test_config(&cluster.urls());
-    let mut core = plugin("work", "uppercase", &["work.>"], &[("prefix", "done")]);
-    core.bindings[0].queue = Some("workers".into());
-    config.plugins.push(core);
-    let mut binding = js_config("IN", "gw");
-    binding.max_deliver = 1_000;
-    config.plugins.push(jetstream_plugin(
-        "upper",
-        "uppercase",
-        "in.>",
-        &[("prefix", "out")],
-        binding,
-    ));
-    let gw = Running::start(config).await;
-
-    // One client per node, each collecting every output.
-    let mut pinned = Vec::new();
-    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<u64>();
-    for node in &cluster.nodes {
-        let c = test_connect_options().connect(node.url()).await.unwrap();
-        let mut outputs = c.subscribe("done.work.>").await.unwrap();
-        c.flush().await.unwrap();
-        let tx = seen_tx.clone();
-        tokio::spawn(async move {
-            while let Some(m) = outputs.next().await {
-                if let Ok(id) = std::str::from_utf8(&m.payload).unwrap_or("").parse() {
-                    let _ = tx.send(id);
-                }
-            }
-        });
-        pinned.push(c);
-    }
-    // Every collector's subscription known across the cluster before any
-    // message is sent.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // The steady core stream, from whichever node the test points it at.
-    let (publisher, on) = watch::channel(pinned[1].clone());
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let core_task = {
-        let (sent, stop) = (sent.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut id = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let c = on.borrow().clone();
-                c.publish(format!("work.{id}"), id.to_string().into())
-                    .await
-                    .unwrap();
-                id += 1;
-                sent.store(id, Ordering::Relaxed);
-                tokio::time::sleep(PACE).await;
-            }
-            let last = on.borrow().clone();
-            last.flush().await.unwrap();
-        })
-    };
-    // And JetStream inputs, retried until acked.
-    let js_acked = Arc::new(AtomicU64::new(0));
-    let js_task = {
-        let (js, acked, stop) = (js.clone(), js_acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut id = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                publish_with_retry(
-                    &js,
-                    &format!("in.{id}"),
-                    &format!("id-{id}"),
-                    "x".into(),
-                    WAIT,
-                )
-                .await;
-                id += 1;
-                acked.store(id, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for i in 0..cluster.nodes.len() {
-        // The publisher leaves the node first.
-        let elsewhere = (i + 1) % cluster.nodes.len();
-        let old = publisher.send_replace(pinned[elsewhere].clone());
-        old.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::task::block_in_place(|| {
-            let node = &mut cluster.nodes[i];
-            node.lame_duck();
-            assert!(
-                node.wait_exit(Duration::from_secs(40)).is_some(),
-                "{} leaves after lame duck mode",
-                node.name
-            );
-            node.restart();
-            cluster.wait_ready(FORM_WAIT);
-        });
-        // Its pinned client back, and its subscription known everywhere.
-        eventually(WAIT, "the pinned client reconnected", || async {
-            (pinned[i].connection_state() == async_nats::connection::State::Connected).then_some(())
-        })
-        .await;
-        pinned[i].flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    core_task.await.unwrap();
-    js_task.await.unwrap();
-    let sent = sent.load(Ordering::Relaxed);
-    let js_sent = js_acked.load(Ordering::Relaxed);
-
-    // Every core message's output, on some collector.
-    let mut seen = BTreeSet::new();
-    let _ = tokio::time::timeout(WAIT, async {
-        while (seen.len() as u64) < sent {
-            match seen_rx.recv().await {
-                Some(id) => {
-                    seen.insert(id);
-                }
-                None => break,
-            }
-        }
-    })
-    .await;
-    let lost: Vec<u64> = (0..sent).filter(|id| !seen.contains(id)).collect();
-
-    // Every JetStream input's output, in the output stream.
-    let reader = js
-        .get_stream("OUT")
-        .await
-        .unwrap()
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut out = reader.messages().await.unwrap();
-    let mut js_seen = BTreeSet::new();
-    let _ = tokio::time::timeout(WAIT, async {
-        while (js_seen.len() as u64) < js_sent {
-            let m = out.next().await.unwrap().unwrap();
-            if let Some(id) = m.subject.strip_prefix("out.in.") {
-                js_seen.insert(id.parse::<u64>().unwrap());
-            }
-        }
-    })
-    .await;
-
+    let gw = Running::start(rolling::prepare(&cluster).await).await;
+    let r = rolling::run(&mut cluster).await;
     let s = gw.status();
     let js_handled = s.bindings[1].handled;
     eprintln!(
-        "lame duck: {sent} core messages sent, {} handled, lost {}; {js_sent} JetStream inputs, \
+        "lame duck: {} core messages sent, {} handled, lost {}; {} JetStream inputs, \
          {} outputs, handled {js_handled} (redeliveries {}); switches {}, reconnects {}",
+        r.sent,
         s.bindings[0].handled,
-        lost.len(),
-        js_seen.len(),
-        js_handled.saturating_sub(js_sent),
+        r.lost.len(),
+        r.js_sent,
+        r.js_seen,
+        js_handled.saturating_sub(r.js_sent),
         s.lame_duck_switches,
         s.total_reconnects,
     );
     assert!(
-        lost.is_empty(),
+        r.lost.is_empty(),
         "lost {} core messages (first {:?})",
-        lost.len(),
-        &lost[..lost.len().min(20)]
+        r.lost.len(),
+        &r.lost[..r.lost.len().min(20)]
     );
-    assert_eq!(
-        js_seen.len() as u64,
-        js_sent,
-        "every JetStream input's output"
-    );
+    assert_eq!(r.js_seen, r.js_sent, "every JetStream input's output");
     assert!(
         s.lame_duck_switches >= 1,
         "the gateway's node went lame duck at least once: {s:?}"

@@ -158,7 +158,7 @@ async fn publish_dead_letter(
     headers: HeaderMap,
     payload: bytes::Bytes,
 ) -> anyhow::Result<()> {
-    match streams.capturing(subject).await? {
+    match streams.capturing_subject(subject).await? {
         Capture::None => js
             .client()
             .publish_with_headers(subject.to_string(), headers, payload)

@@ -25,8 +25,14 @@
 //! Both are per connection and forgotten when a stream is created, updated
 //! or deleted (JetStream's advisories, see [`Streams::watch`]), after the
 //! client reconnects, when a publish finds a stream gone, and after
-//! [`MAX_AGE`] ([`INCOMPLETE_AGE`] for an incomplete snapshot) in case an
-//! advisory was missed (the gateway's user may not be allowed to see them).
+//! [`MAX_AGE`] in case an advisory was missed (the gateway's user may not be
+//! allowed to see them). An incomplete snapshot is kept as long as a
+//! complete one: a listing that waits on a stream that is down occupies the
+//! server's JetStream API for seconds, and listing again every few seconds
+//! queued the per-subject questions behind it past their timeout.
+//!
+//! Dead letters go to one subject per binding: they are only ever asked per
+//! subject ([`Streams::capturing_subject`]).
 //!
 //! What neither can see: a stream in another account that captures the
 //! subject through an import. `publish_ack = "always"` covers that.
@@ -42,9 +48,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The longest a complete snapshot is trusted without an advisory to refresh it.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
-
-/// How long an incomplete snapshot is kept before the listing is tried again.
-pub const INCOMPLETE_AGE: Duration = Duration::from_secs(2);
 
 /// The longest the listing may take; past it the snapshot is incomplete.
 pub const LIST_WAIT: Duration = Duration::from_secs(2);
@@ -184,14 +187,7 @@ impl Streams {
 
     fn fresh(&self) -> Option<Arc<Snapshot>> {
         match &*lock(&self.current) {
-            Some((s, at)) => {
-                let age = if s.incomplete {
-                    INCOMPLETE_AGE
-                } else {
-                    MAX_AGE
-                };
-                (at.elapsed() < age).then(|| s.clone())
-            }
+            Some((s, at)) => (at.elapsed() < MAX_AGE).then(|| s.clone()),
             None => None,
         }
     }
@@ -232,6 +228,12 @@ impl Streams {
                 return Ok(snapshot);
             }
         }
+    }
+
+    /// Which stream captures `subject`, asked of the meta leader (and
+    /// remembered) without the snapshot: for a subject used again and again.
+    pub async fn capturing_subject(&self, subject: &str) -> anyhow::Result<Capture> {
+        self.ask(subject).await
     }
 
     /// Ask the meta leader which stream captures `subject`, remembering it.

@@ -2,7 +2,7 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup,rolling] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
@@ -269,6 +269,14 @@ fn run(o: Options) -> anyhow::Result<()> {
             };
             results["recovery"] = recovery::run(&p).await?;
         }
+        if want("rolling") {
+            eprintln!(
+                "bench: rolling restart of a 3-node cluster (load {})",
+                load_average()
+            );
+            loads.insert("rolling".into(), load_average().into());
+            results["rolling"] = rolling().await?;
+        }
         anyhow::Ok(())
     })?;
     // Give every background task a moment to end before the runtime drops.
@@ -298,4 +306,38 @@ fn run(o: Options) -> anyhow::Result<()> {
         eprintln!("bench: copied to {}", docs.display());
     }
     Ok(())
+}
+
+/// A rolling restart (each node of a 3-node cluster through lame duck mode)
+/// under a steady core stream and a JetStream stream: what was sent, lost,
+/// and how often the gateway moved (the driver is the test kit's, shared
+/// with `tests/cluster_lame_duck.rs`).
+async fn rolling() -> anyhow::Result<Value> {
+    use wasmgate_tests::cluster::Cluster;
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(3));
+    let gw = wasmgate_tests::Running::start(wasmgate_tests::rolling::prepare(&cluster).await).await;
+    let r = wasmgate_tests::rolling::run(&mut cluster).await;
+    let s = gw.status();
+    gw.stop().await;
+    eprintln!(
+        "  rolling restart: {} core messages, lost {}; {} JetStream inputs, {} outputs, {} handled; \
+         {} lame-duck switches in {:.1} s",
+        r.sent,
+        r.lost.len(),
+        r.js_sent,
+        r.js_seen,
+        s.bindings[1].handled,
+        s.lame_duck_switches,
+        r.elapsed.as_secs_f64()
+    );
+    Ok(json!({
+        "core_sent": r.sent,
+        "core_lost": r.lost.len(),
+        "jetstream_acked": r.js_sent,
+        "jetstream_outputs": r.js_seen,
+        "jetstream_handled": s.bindings[1].handled,
+        "lame_duck_switches": s.lame_duck_switches,
+        "reconnects": s.total_reconnects,
+        "restart_secs": r.elapsed.as_secs_f64(),
+    }))
 }

@@ -1,0 +1,225 @@
+//! A rolling restart of a 3-node cluster under load, for the test that
+//! asserts nothing is lost (`tests/cluster_lame_duck.rs`) and the benchmark
+//! that counts it (`bench run --only rolling`): each node in turn is put in
+//! lame duck mode, restarted and given time to rejoin, under a steady core
+//! stream to a queue group and a JetStream stream.
+//!
+//! The test's own clients are pinned to one node each (one URL, so they
+//! never wander): the publisher moves off a node before it is put in lame
+//! duck mode, and every node's client collects the outputs, so that only
+//! the gateway can lose a message.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::{
+    Cluster, FORM_WAIT, create_stream_with_retry, publish_with_retry, test_connect_options,
+};
+use crate::{WAIT, eventually, jetstream_plugin, js_config, plugin, test_config};
+
+/// Pause between two core messages (about 500 a second).
+const PACE: Duration = Duration::from_millis(2);
+
+/// What a rolling restart did to the traffic.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Core messages published, and those whose output never arrived.
+    pub sent: u64,
+    pub lost: Vec<u64>,
+    /// JetStream inputs acked to the producer, and their outputs seen.
+    pub js_sent: u64,
+    pub js_seen: u64,
+    /// How long the restart of all nodes took.
+    pub elapsed: Duration,
+}
+
+fn r3(name: &str, subject: &str) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        num_replicas: 3,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// The R3 streams (`IN` on `in.>`, `OUT` on `out.>`) and the gateway's
+/// config: binding 0 is `work.>` in queue group `workers` (outputs to
+/// `done.work.<id>`), binding 1 consumes `IN` (outputs to `out.in.<id>`).
+pub async fn prepare(cluster: &Cluster) -> wasmgate::Config {
+    let js = jetstream::new(cluster.client().await);
+    create_stream_with_retry(&js, r3("IN", "in.>")).await;
+    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
+    let mut config = test_config(&cluster.urls());
+    let mut core = plugin("work", "uppercase", &["work.>"], &[("prefix", "done")]);
+    core.bindings[0].queue = Some("workers".into());
+    config.plugins.push(core);
+    let mut binding = js_config("IN", "gw");
+    binding.max_deliver = 1_000;
+    config.plugins.push(jetstream_plugin(
+        "upper",
+        "uppercase",
+        "in.>",
+        &[("prefix", "out")],
+        binding,
+    ));
+    config
+}
+
+/// Restart every node of `cluster` in turn through lame duck mode while
+/// traffic flows through a gateway started on [`prepare`]'s config, then
+/// count what arrived.
+pub async fn run(cluster: &mut Cluster) -> Report {
+    let nc = cluster.client().await;
+    let js = jetstream::new(nc.clone());
+    // One client per node, each collecting every output.
+    let mut pinned = Vec::new();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<u64>();
+    for node in &cluster.nodes {
+        let c = test_connect_options().connect(node.url()).await.unwrap();
+        let mut outputs = c.subscribe("done.work.>").await.unwrap();
+        c.flush().await.unwrap();
+        let tx = seen_tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = outputs.next().await {
+                if let Ok(id) = std::str::from_utf8(&m.payload).unwrap_or("").parse() {
+                    let _ = tx.send(id);
+                }
+            }
+        });
+        pinned.push(c);
+    }
+    // Every collector's subscription known across the cluster before any
+    // message is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The steady core stream, from whichever node the test points it at.
+    let (publisher, on) = watch::channel(pinned[1].clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_task = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let c = on.borrow().clone();
+                c.publish(format!("work.{id}"), id.to_string().into())
+                    .await
+                    .unwrap();
+                id += 1;
+                sent.store(id, Ordering::Relaxed);
+                tokio::time::sleep(PACE).await;
+            }
+            let last = on.borrow().clone();
+            last.flush().await.unwrap();
+        })
+    };
+    // And JetStream inputs, retried until acked.
+    let js_acked = Arc::new(AtomicU64::new(0));
+    let js_task = {
+        let (js, acked, stop) = (js.clone(), js_acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                publish_with_retry(
+                    &js,
+                    &format!("in.{id}"),
+                    &format!("id-{id}"),
+                    "x".into(),
+                    WAIT,
+                )
+                .await;
+                id += 1;
+                acked.store(id, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    for i in 0..cluster.nodes.len() {
+        // The publisher leaves the node first.
+        let elsewhere = (i + 1) % cluster.nodes.len();
+        let old = publisher.send_replace(pinned[elsewhere].clone());
+        old.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::task::block_in_place(|| {
+            let node = &mut cluster.nodes[i];
+            node.lame_duck();
+            assert!(
+                node.wait_exit(Duration::from_secs(40)).is_some(),
+                "{} leaves after lame duck mode",
+                node.name
+            );
+            node.restart();
+            cluster.wait_ready(FORM_WAIT);
+        });
+        // Its pinned client back, and its subscription known everywhere.
+        eventually(WAIT, "the pinned client reconnected", || async {
+            (pinned[i].connection_state() == async_nats::connection::State::Connected).then_some(())
+        })
+        .await;
+        pinned[i].flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    core_task.await.unwrap();
+    js_task.await.unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    let js_sent = js_acked.load(Ordering::Relaxed);
+
+    // Every core message's output, on some collector.
+    let mut seen = BTreeSet::new();
+    let _ = tokio::time::timeout(WAIT, async {
+        while (seen.len() as u64) < sent {
+            match seen_rx.recv().await {
+                Some(id) => {
+                    seen.insert(id);
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    let lost: Vec<u64> = (0..sent).filter(|id| !seen.contains(id)).collect();
+
+    // Every JetStream input's output, in the output stream.
+    let reader = js
+        .get_stream("OUT")
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = reader.messages().await.unwrap();
+    let mut js_seen = BTreeSet::new();
+    let _ = tokio::time::timeout(WAIT, async {
+        while (js_seen.len() as u64) < js_sent {
+            let m = out.next().await.unwrap().unwrap();
+            if let Some(id) = m.subject.strip_prefix("out.in.") {
+                js_seen.insert(id.parse::<u64>().unwrap());
+            }
+        }
+    })
+    .await;
+
+    Report {
+        sent,
+        lost,
+        js_sent,
+        js_seen: js_seen.len() as u64,
+        elapsed,
+    }
+}

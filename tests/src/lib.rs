@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cluster;
 mod fixture;
 mod gateway;
+pub mod pipeline;
 pub mod plugins;
 pub mod process;
 pub mod rolling;

@@ -14,14 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::{
-    Cluster, FORM_WAIT, create_stream_with_retry, publish_with_retry, test_connect_options,
-};
-use crate::{WAIT, eventually, jetstream_plugin, js_config, plugin, test_config};
+use crate::cluster::{Cluster, FORM_WAIT, publish_with_retry, test_connect_options};
+use crate::{WAIT, eventually, plugin, test_config};
 
 /// Pause between two core messages (about 500 a second).
 const PACE: Duration = Duration::from_millis(2);
@@ -39,36 +37,17 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-fn r3(name: &str, subject: &str) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        num_replicas: 3,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
-
 /// The R3 streams (`IN` on `in.>`, `OUT` on `out.>`) and the gateway's
 /// config: binding 0 is `work.>` in queue group `workers` (outputs to
 /// `done.work.<id>`), binding 1 consumes `IN` (outputs to `out.in.<id>`).
 pub async fn prepare(cluster: &Cluster) -> wasmgate::Config {
     let js = jetstream::new(cluster.client().await);
-    create_stream_with_retry(&js, r3("IN", "in.>")).await;
-    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
+    crate::pipeline::create_streams(&js).await;
     let mut config = test_config(&cluster.urls());
     let mut core = plugin("work", "uppercase", &["work.>"], &[("prefix", "done")]);
     core.bindings[0].queue = Some("workers".into());
     config.plugins.push(core);
-    let mut binding = js_config("IN", "gw");
-    binding.max_deliver = 1_000;
-    config.plugins.push(jetstream_plugin(
-        "upper",
-        "uppercase",
-        "in.>",
-        &[("prefix", "out")],
-        binding,
-    ));
+    config.plugins.push(crate::pipeline::upper("gw"));
     config
 }
 
@@ -193,33 +172,13 @@ pub async fn run(cluster: &mut Cluster) -> Report {
     let lost: Vec<u64> = (0..sent).filter(|id| !seen.contains(id)).collect();
 
     // Every JetStream input's output, in the output stream.
-    let reader = js
-        .get_stream("OUT")
-        .await
-        .unwrap()
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut out = reader.messages().await.unwrap();
-    let mut js_seen = BTreeSet::new();
-    let _ = tokio::time::timeout(WAIT, async {
-        while (js_seen.len() as u64) < js_sent {
-            let m = out.next().await.unwrap().unwrap();
-            if let Some(id) = m.subject.strip_prefix("out.in.") {
-                js_seen.insert(id.parse::<u64>().unwrap());
-            }
-        }
-    })
-    .await;
-
+    let want: BTreeSet<u64> = (0..js_sent).collect();
+    let js_seen = crate::pipeline::outputs(&js, &want, WAIT).await;
     Report {
         sent,
         lost,
         js_sent,
-        js_seen: js_seen.len() as u64,
+        js_seen: js_seen.keys().filter(|id| want.contains(id)).count() as u64,
         elapsed,
     }
 }

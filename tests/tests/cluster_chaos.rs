@@ -11,15 +11,12 @@
 //! output stream (lost = 0); nothing arrives that was never published
 //! (unexpected = 0); duplicates are allowed, counted and printed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
-use wasmgate_tests::cluster::{
-    Cluster, FORM_WAIT, create_stream_with_retry, publish_with_retry, stream_leader,
-};
+use async_nats::jetstream;
+use wasmgate_tests::cluster::{Cluster, FORM_WAIT, publish_with_retry, stream_leader};
 use wasmgate_tests::process::GatewayProcess;
 use wasmgate_tests::*;
 
@@ -32,16 +29,6 @@ const PACE: Duration = Duration::from_millis(8);
 /// How long the outputs may take to arrive once every fault is healed.
 const DRAIN: Duration = Duration::from_secs(60);
 
-fn r3(name: &str, subject: &str) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        num_replicas: 3,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
-
 /// Sleep without holding a runtime worker's attention.
 async fn pause(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -53,21 +40,10 @@ async fn nothing_acked_is_lost_through_node_and_gateway_faults() {
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(3));
     let nc = cluster.client().await;
     let js = jetstream::new(nc.clone());
-    create_stream_with_retry(&js, r3("IN", "in.>")).await;
-    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
+    pipeline::create_streams(&js).await;
 
     let mut config = test_config(&cluster.urls());
-    let mut js_binding = js_config("IN", "gw");
-    // Faults may fail a delivery several times (no PubAck during an
-    // election): it must be retried, never dead-lettered.
-    js_binding.max_deliver = 1_000;
-    config.plugins.push(jetstream_plugin(
-        "upper",
-        "uppercase",
-        "in.>",
-        &[("prefix", "out")],
-        js_binding,
-    ));
+    config.plugins.push(pipeline::upper("gw"));
     let mut gw = tokio::task::block_in_place(|| GatewayProcess::start(&config));
 
     // The producer: ids in order, each retried until acked.
@@ -134,7 +110,7 @@ async fn nothing_acked_is_lost_through_node_and_gateway_faults() {
         "every id was acked to the producer"
     );
 
-    let seen = drain_outputs(&js, &acked).await;
+    let seen = pipeline::outputs(&js, &acked, DRAIN).await;
     let lost: Vec<u64> = acked
         .iter()
         .filter(|id| !seen.contains_key(id))
@@ -174,52 +150,6 @@ async fn leader(js: &jetstream::Context, stream: &str) -> String {
         stream_leader(js, stream).await
     })
     .await
-}
-
-/// Read the output stream until every acked id has arrived or [`DRAIN`]
-/// passes: how many times each id arrived.
-async fn drain_outputs(js: &jetstream::Context, acked: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
-    let mut seen = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    let mut next = 1u64;
-    while tokio::time::Instant::now() < deadline && !acked.iter().all(|id| seen.contains_key(id)) {
-        // A fresh ephemeral consumer from where the last one stopped: one
-        // that failed over a fault is simply made again.
-        let read = async {
-            let reader = js
-                .get_stream("OUT")
-                .await?
-                .create_consumer(consumer::pull::Config {
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: next,
-                    },
-                    ack_policy: consumer::AckPolicy::None,
-                    ..Default::default()
-                })
-                .await?;
-            let mut batch = reader.fetch().max_messages(1_000).messages().await?;
-            while let Some(m) = batch.next().await {
-                let m = m?;
-                let seq = m.info()?.stream_sequence;
-                next = next.max(seq + 1);
-                let id = m
-                    .subject
-                    .strip_prefix("out.in.")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX);
-                *seen.entry(id).or_insert(0) += 1;
-            }
-            Ok::<_, async_nats::Error>(())
-        };
-        if tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        pause(200).await;
-    }
-    seen
 }
 
 /// The last `n` lines of `text`.

@@ -7,24 +7,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
-use wasmgate_tests::cluster::{Cluster, create_stream_with_retry, publish_with_retry};
+use async_nats::jetstream;
+use wasmgate_tests::cluster::{Cluster, publish_with_retry};
 use wasmgate_tests::process::GatewayProcess;
 use wasmgate_tests::*;
 
 /// JetStream ids published in all; the first gateway dies after a third.
 const IDS: u64 = 600;
-
-fn r3(name: &str, subject: &str) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        num_replicas: 3,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
 
 /// `handled` of binding `i` of a gateway process, 0 when it cannot say.
 fn handled(gw: &GatewayProcess, i: usize) -> u64 {
@@ -40,19 +29,10 @@ async fn three_gateways_share_the_work_and_survive_one_killed() {
     let cluster = tokio::task::block_in_place(|| Cluster::start(3));
     let nc = cluster.client().await;
     let js = jetstream::new(nc.clone());
-    create_stream_with_retry(&js, r3("IN", "in.>")).await;
-    create_stream_with_retry(&js, r3("OUT", "out.>")).await;
+    pipeline::create_streams(&js).await;
 
     let mut config = test_config(&cluster.urls());
-    let mut binding = js_config("IN", "shared");
-    binding.max_deliver = 1_000;
-    config.plugins.push(jetstream_plugin(
-        "upper",
-        "uppercase",
-        "in.>",
-        &[("prefix", "out")],
-        binding,
-    ));
+    config.plugins.push(pipeline::upper("shared"));
     let mut core = plugin("work", "uppercase", &["work.>"], &[("prefix", "done")]);
     core.bindings[0].queue = Some("workers".into());
     config.plugins.push(core);
@@ -92,27 +72,10 @@ async fn three_gateways_share_the_work_and_survive_one_killed() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    let mut seen = BTreeSet::new();
-    let reader = js
-        .get_stream("OUT")
+    let seen: BTreeSet<u64> = pipeline::outputs(&js, &acked, WAIT)
         .await
-        .unwrap()
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = reader.messages().await.unwrap();
-    let drained = tokio::time::timeout(WAIT, async {
-        while seen.len() < acked.len() {
-            let m = messages.next().await.unwrap().unwrap();
-            if let Some(id) = m.subject.strip_prefix("out.in.") {
-                seen.insert(id.parse::<u64>().unwrap());
-            }
-        }
-    })
-    .await;
+        .into_keys()
+        .collect();
     let lost: Vec<u64> = acked.difference(&seen).copied().collect();
     let survivors: Vec<u64> = gateways[1..].iter().map(|g| handled(g, 0)).collect();
     eprintln!(
@@ -121,7 +84,7 @@ async fn three_gateways_share_the_work_and_survive_one_killed() {
         seen.len(),
         lost.len()
     );
-    assert!(drained.is_ok() && lost.is_empty(), "lost {lost:?}");
+    assert!(lost.is_empty(), "lost {lost:?}");
     assert!(
         survivors.iter().all(|&n| n > 0),
         "both survivors took work: {survivors:?}"

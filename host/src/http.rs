@@ -2,6 +2,7 @@
 //! `GET /healthz` (200 while the process runs) and `GET /readyz` (200 only when
 //! connected and every binding is confirmed by the server, else 503).
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 
 use axum::extract::State;
@@ -57,7 +58,7 @@ pub async fn serve(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("http.listen {listen}: cannot bind: {e}"))?;
+        .with_context(|| format!("http.listen {listen}: cannot bind"))?;
     let addr = listener.local_addr()?;
     let app = router(status);
     let task = tokio::spawn(async move {

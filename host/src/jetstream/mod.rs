@@ -187,13 +187,13 @@ pub async fn declare_noting(
             Err(_) => stream
                 .create_consumer(b.consumer_config())
                 .await
-                .map_err(|e| {
+                .with_context(|| {
                     // Most likely because of the mismatch: say so first.
                     let why = warning
                         .as_deref()
                         .map(|w| format!("{w}: "))
                         .unwrap_or_default();
-                    anyhow::anyhow!("{why}creating consumer {}: {e}", c.consumer)
+                    format!("{why}creating consumer {}", c.consumer)
                 })?,
         };
         Ok((consumer, warning))

@@ -5,9 +5,11 @@
 //!
 //! The binary is `target/debug/wasmgate` (`cargo test --workspace` builds it
 //! before any test runs), or `WASMGATE_BIN`. Each process gets its own
-//! folder with `wasmgate.toml` and `wasmgate.log` (one log across restarts,
-//! each start marked) and its HTTP listener on a free loopback port; ready
-//! means `GET /readyz` answers 200.
+//! folder with its `wasmgate.log` (one log across restarts, each start
+//! marked) and, from a [`Config`](wasmgate::Config), its `wasmgate.toml`; or
+//! it runs a given file as it is, such as an example operators copy. Its
+//! HTTP listener is on a free loopback port; ready means `GET /readyz`
+//! answers 200.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,6 +19,11 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::http_get_blocking;
 use crate::{WAIT, free_port, repo_root};
+
+/// Where the examples operators copy live.
+pub fn examples_dir() -> PathBuf {
+    repo_root().join("examples")
+}
 
 /// The `wasmgate` binary the process tests run.
 pub fn wasmgate_bin() -> PathBuf {
@@ -39,6 +46,8 @@ pub fn wasmgate_bin() -> PathBuf {
 /// One `wasmgate run` process.
 pub struct GatewayProcess {
     dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     http: SocketAddr,
     child: Option<Child>,
     starts: u32,
@@ -54,8 +63,35 @@ impl GatewayProcess {
         config.http.listen = http.to_string();
         let text = toml::to_string(&config).expect("the config serializes");
         std::fs::write(dir.path().join("wasmgate.toml"), text).expect("write wasmgate.toml");
+        let config = dir.path().join("wasmgate.toml");
         let mut gw = GatewayProcess {
             dir,
+            config,
+            env: Vec::new(),
+            http,
+            child: None,
+            starts: 0,
+        };
+        gw.spawn();
+        gw.wait_ready(WAIT);
+        gw
+    }
+
+    /// Start the binary on the config file `file` as it is, with `env` and
+    /// `WASMGATE_HTTP` (a free loopback port) in its environment: the file
+    /// must take its `http.listen` from `${WASMGATE_HTTP}`.
+    pub fn start_file(file: &Path, env: &[(&str, String)]) -> GatewayProcess {
+        let dir = tempfile::tempdir().expect("temp dir for a gateway process");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        env.push(("WASMGATE_HTTP".into(), http.to_string()));
+        let mut gw = GatewayProcess {
+            dir,
+            config: file.to_path_buf(),
+            env,
             http,
             child: None,
             starts: 0,
@@ -75,7 +111,8 @@ impl GatewayProcess {
         let _ = writeln!(log, "===== wasmgate-tests: start {} =====", self.starts);
         let child = Command::new(wasmgate_bin())
             .args(["run", "--no-watch", "--config"])
-            .arg(self.dir.path().join("wasmgate.toml"))
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

@@ -1,7 +1,8 @@
 //! Where the config's secrets come from and where they must not go.
 //!
-//! - `${NAME}` in any string of `[nats.auth]` and `[nats.tls]`, and in the
-//!   server URLs, is replaced by the environment variable `NAME` when the
+//! - `${NAME}` in any string of `[nats.auth]` and `[nats.tls]`, in the
+//!   server URLs and in `http.listen` (several gateways on one host, one
+//!   file), is replaced by the environment variable `NAME` when the
 //!   config is loaded, so a secret need not sit in the TOML file (`$${` is a
 //!   literal `${`). An unset variable is a config error naming the key and
 //!   the variable (never a value).
@@ -35,6 +36,7 @@ pub(crate) fn expand_env(
     for (i, server) in config.nats.servers.iter_mut().enumerate() {
         text(&format!("nats.servers[{i}]"), server);
     }
+    text("http.listen", &mut config.http.listen);
     let a = &mut config.nats.auth;
     if let Some(v) = &mut a.user {
         text("nats.auth.user", v);

@@ -12,8 +12,9 @@
 //! (`publish_ack = "auto"`, asked of [`Streams`] once per subject; every publish with
 //! `"always"`) is a JetStream publish, and what follows it for the same
 //! input — the ack of a JetStream message, the reply to a requester — waits
-//! for its PubAck. A batch's publishes are all in flight together; the
-//! settlements and replies then go out in order as their PubAcks arrive. A
+//! for its PubAck. A batch's publishes are all in flight together, and the
+//! next batches' go out while a second task awaits them; the settlements
+//! and replies then go out in order as their PubAcks arrive. A
 //! PubAck that fails or does not come turns the ack into a nak with the
 //! binding's backoff (the input comes back) and a reply into an error reply
 //! (`unavailable`), counted in `publish_unconfirmed`. Such outputs of a
@@ -74,8 +75,12 @@ pub(super) struct Origin {
 /// A batch's output and the plugin's `publish_ack` when it was handled.
 pub(super) type Handed = (PublishAck, Vec<Send>);
 
+/// Batches whose PubAcks are awaited while the next batches' publishes go out.
+const CONFIRMING: usize = 4;
+
 /// A worker's output task: sends each batch's output in order, until its
 /// channel closes (after the last batch) or the connection is retired.
+#[derive(Clone)]
 pub(super) struct Output {
     client: Client,
     js: Context,
@@ -120,11 +125,32 @@ impl Output {
     /// retired: a hung connection must not pin this task (and the old
     /// client) for ever. What is not sent is lost for core NATS and
     /// redelivered for JetStream.
+    ///
+    /// Publishes and what waits for their PubAcks are pipelined: while a
+    /// second task awaits one batch's PubAcks and then settles its inputs
+    /// (in order), this one sends the next batches' publishes, up to
+    /// [`CONFIRMING`] batches ahead.
     pub(super) async fn run(self, mut batches: mpsc::Receiver<Handed>) {
+        let (confirming, to_confirm) = mpsc::channel(CONFIRMING);
+        let confirmer = tokio::spawn(self.clone().confirm(to_confirm));
+        self.publish_batches(&mut batches, &confirming).await;
+        drop(confirming);
+        let _ = confirmer.await;
+    }
+
+    async fn publish_batches(
+        &self,
+        batches: &mut mpsc::Receiver<Handed>,
+        confirming: &mpsc::Sender<Vec<Held>>,
+    ) {
         while let Some((ack, mut out)) = batches.recv().await {
             tokio::select! {
                 biased;
-                _ = self.send(ack, &mut out) => {}
+                held = self.send(ack, &mut out) => {
+                    if !held.is_empty() && confirming.send(held).await.is_err() {
+                        return;
+                    }
+                }
                 _ = self.stop.cancelled() => {
                     let mut unsent = out.len();
                     batches.close();
@@ -138,25 +164,58 @@ impl Output {
         }
     }
 
-    /// Send a batch's output in order: every publish at once, then each
-    /// settlement or reply when the PubAcks before it have arrived.
-    async fn send(&self, mode: PublishAck, out: &mut Vec<Send>) {
+    /// Await each batch's PubAcks, then settle its inputs and send its
+    /// replies, in order, until the batches end or the connection is retired.
+    async fn confirm(self, mut batches: mpsc::Receiver<Vec<Held>>) {
+        while let Some(held) = batches.recv().await {
+            tokio::select! {
+                biased;
+                _ = self.finish_held(held) => {}
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn finish_held(&self, held: Vec<Held>) {
+        for h in held {
+            let failure = self.confirmed(h.acks).await;
+            if let Some(then) = h.then {
+                self.finish(then, failure).await;
+            }
+        }
+    }
+
+    /// Send a batch's output in order: every publish at once, and what
+    /// needs no PubAck; what waits for PubAcks is returned, in order.
+    async fn send(&self, mode: PublishAck, out: &mut Vec<Send>) -> Vec<Held> {
+        // One look at the snapshot per batch, not per publish.
+        let snapshot = match mode {
+            PublishAck::Auto if out.iter().any(|s| matches!(s, Send::Publish(..))) => {
+                Some(self.streams.snapshot().await)
+            }
+            _ => None,
+        };
         let mut acks: Vec<Pending> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
         for item in out.drain(..) {
             match item {
                 Send::Publish(o, origin) => {
-                    let confirm = match mode {
-                        PublishAck::Never => Confirm::No,
-                        PublishAck::Always => Confirm::Yes,
-                        PublishAck::Auto => match self.streams.capturing(&o.subject).await {
-                            Ok(Capture::Stream(_)) => Confirm::Yes,
-                            Ok(Capture::None) => Confirm::No,
-                            Err(e) => Confirm::Unknown(format!(
-                                "cannot tell whether a stream captures it: {}",
-                                crate::errors::anyhow_chain(&e)
-                            )),
+                    let capture = match (&mode, &snapshot) {
+                        (PublishAck::Never, _) => Ok(Capture::None),
+                        (PublishAck::Always, _) => Ok(Capture::Stream(String::new())),
+                        (_, Some(s)) => match s.capture(&o.subject) {
+                            Some(known) => Ok(known),
+                            None => self.streams.capturing_subject(&o.subject).await,
                         },
+                        (_, None) => self.streams.capturing(&o.subject).await,
+                    };
+                    let confirm = match capture {
+                        Ok(Capture::Stream(_)) => Confirm::Yes,
+                        Ok(Capture::None) => Confirm::No,
+                        Err(e) => Confirm::Unknown(format!(
+                            "cannot tell whether a stream captures it: {}",
+                            crate::errors::anyhow_chain(&e)
+                        )),
                     };
                     if let Some(pending) = self.publish(o, origin, confirm).await {
                         acks.push(pending);
@@ -172,12 +231,7 @@ impl Output {
         if !acks.is_empty() {
             held.push(Held { acks, then: None });
         }
-        for h in held {
-            let failure = self.confirmed(h.acks).await;
-            if let Some(then) = h.then {
-                self.finish(then, failure).await;
-            }
-        }
+        held
     }
 
     /// Send one publish; the PubAck to wait for when it is a JetStream one.

@@ -128,8 +128,9 @@ struct ListedConfig {
     subjects: Vec<String>,
 }
 
-/// The per-connection knowledge of which stream captures what. A lookup the
-/// snapshot answers costs two locks and a match per stream subject.
+/// The per-connection knowledge of which stream captures what. A caller
+/// with many subjects to look up takes the [`snapshot`](Streams::snapshot)
+/// once and matches each subject against it.
 pub struct Streams {
     js: Context,
     current: Mutex<Option<(Arc<Snapshot>, Instant)>>,
@@ -161,7 +162,7 @@ impl Streams {
 
     /// The current snapshot, taken again when missing or stale. A listing
     /// that fails or takes too long gives an incomplete one.
-    async fn snapshot(&self) -> Arc<Snapshot> {
+    pub async fn snapshot(&self) -> Arc<Snapshot> {
         if let Some(s) = self.fresh() {
             return s;
         }

@@ -76,7 +76,7 @@ pub(super) struct Origin {
 pub(super) type Handed = (PublishAck, Vec<Send>);
 
 /// Batches whose PubAcks are awaited while the next batches' publishes go out.
-const CONFIRMING: usize = 4;
+const CONFIRMING: usize = 16;
 
 /// A worker's output task: sends each batch's output in order, until its
 /// channel closes (after the last batch) or the connection is retired.

@@ -11,8 +11,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Dispatch, Send, to_wit};
-use crate::plugin::{CallError, Handled, Instance, Outcome};
+use super::{Dispatch, Send};
+use crate::plugin::{CallError, Handled, Instance, Message, Outcome};
 use crate::runtime::Outgoing;
 
 impl Dispatch {
@@ -22,7 +22,7 @@ impl Dispatch {
         msg: async_nats::Message,
         out: &mut Vec<Send>,
     ) {
-        let input = to_wit(msg);
+        let input = Message::from(msg);
         match self.call(instance, &input, None) {
             Ok(Handled { outcome, outbox }) => {
                 self.core_outcome(input.reply_to, outcome, outbox.into_iter(), out)

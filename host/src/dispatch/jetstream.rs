@@ -13,9 +13,9 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::output::Origin;
-use super::{Dispatch, Send, Source, to_wit};
+use super::{Dispatch, Send, Source};
 use crate::jetstream::{JsMessage, Settle};
-use crate::plugin::{CallError, Instance, Outcome};
+use crate::plugin::{CallError, Instance, Message, Outcome};
 use crate::runtime::Outgoing;
 
 impl Dispatch {
@@ -44,7 +44,7 @@ impl Dispatch {
             Source::Core(_) => None,
         };
         let delivered = msg.delivered();
-        let mut input = to_wit(msg.msg.message.clone());
+        let mut input = Message::from(msg.msg.message.clone());
         // The reply subject of a JetStream message is its ack subject, not a requester.
         input.reply_to = None;
         let result = self.call(instance, &input, delivery);

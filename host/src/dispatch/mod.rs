@@ -350,26 +350,3 @@ impl Dispatch {
         result
     }
 }
-
-/// The WIT view of a NATS message (also `Message::from`).
-pub(crate) fn to_wit(msg: async_nats::Message) -> Message {
-    let headers = msg
-        .headers
-        .as_ref()
-        .map(|h| {
-            h.iter()
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(move |v| (name.to_string(), v.as_str().to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Message {
-        subject: msg.subject.to_string(),
-        payload: msg.payload.to_vec(),
-        headers,
-        reply_to: msg.reply.map(|r| r.to_string()),
-    }
-}

@@ -105,6 +105,13 @@ struct Held {
     then: Option<Send>,
 }
 
+/// A batch's settlements and replies, in order, and the first failure of
+/// each one's PubAcks, being awaited.
+struct Confirming {
+    thens: Vec<Option<Send>>,
+    failures: tokio::task::JoinHandle<Vec<Option<String>>>,
+}
+
 impl Output {
     pub(super) fn new(d: &Dispatch) -> Output {
         Output {
@@ -141,13 +148,13 @@ impl Output {
     async fn publish_batches(
         &self,
         batches: &mut mpsc::Receiver<Handed>,
-        confirming: &mpsc::Sender<Vec<Held>>,
+        confirming: &mpsc::Sender<Confirming>,
     ) {
         while let Some((ack, mut out)) = batches.recv().await {
             tokio::select! {
                 biased;
                 held = self.send(ack, &mut out) => {
-                    if !held.is_empty() && confirming.send(held).await.is_err() {
+                    if !held.is_empty() && confirming.send(self.await_acks(held)).await.is_err() {
                         return;
                     }
                 }
@@ -166,20 +173,36 @@ impl Output {
 
     /// Await each batch's PubAcks, then settle its inputs and send its
     /// replies, in order, until the batches end or the connection is retired.
-    async fn confirm(self, mut batches: mpsc::Receiver<Vec<Held>>) {
-        while let Some(held) = batches.recv().await {
+    async fn confirm(self, mut batches: mpsc::Receiver<Confirming>) {
+        while let Some(c) = batches.recv().await {
             tokio::select! {
                 biased;
-                _ = self.finish_held(held) => {}
+                _ = self.finish_confirmed(c) => {}
                 _ = self.stop.cancelled() => return,
             }
         }
     }
 
-    async fn finish_held(&self, held: Vec<Held>) {
-        for h in held {
-            let failure = self.confirmed(h.acks).await;
-            if let Some(then) = h.then {
+    /// Start awaiting every PubAck of a batch at once, now: a PubAck's
+    /// timeout runs from when it is first awaited, and awaiting one input's
+    /// after another's made a server that went away cost each of them the
+    /// whole timeout in turn.
+    fn await_acks(&self, held: Vec<Held>) -> Confirming {
+        let (acks, thens): (Vec<_>, Vec<_>) = held.into_iter().map(|h| (h.acks, h.then)).unzip();
+        let output = self.clone();
+        let failures = tokio::spawn(async move {
+            futures::future::join_all(acks.into_iter().map(|a| output.confirmed(a))).await
+        });
+        Confirming { thens, failures }
+    }
+
+    async fn finish_confirmed(&self, c: Confirming) {
+        let failures = match c.failures.await {
+            Ok(failures) => failures,
+            Err(e) => vec![Some(format!("awaiting the PubAcks failed: {e}")); c.thens.len()],
+        };
+        for (then, failure) in c.thens.into_iter().zip(failures) {
+            if let Some(then) = then {
                 self.finish(then, failure).await;
             }
         }

@@ -60,7 +60,25 @@ impl From<async_nats::Message> for Message {
     /// the gateway hands a core message to `handle`.
     #[inline]
     fn from(msg: async_nats::Message) -> Message {
-        crate::dispatch::to_wit(msg)
+        let headers = msg
+            .headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .flat_map(|(name, values)| {
+                        values
+                            .iter()
+                            .map(move |v| (name.to_string(), v.as_str().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Message {
+            subject: msg.subject.to_string(),
+            payload: msg.payload.to_vec(),
+            headers,
+            reply_to: msg.reply.map(|r| r.to_string()),
+        }
     }
 }
 

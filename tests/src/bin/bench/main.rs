@@ -310,8 +310,8 @@ fn run(o: Options) -> anyhow::Result<()> {
 
 /// A rolling restart (each node of a 3-node cluster through lame duck mode)
 /// under a steady core stream and a JetStream stream: what was sent, lost,
-/// and how often the gateway moved (the driver is the test kit's, shared
-/// with `tests/cluster_lame_duck.rs`).
+/// and how often the gateway moved (the driver is the test kit's,
+/// `tests/src/rolling.rs`).
 async fn rolling() -> anyhow::Result<Value> {
     use wasmgate_tests::cluster::Cluster;
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(3));

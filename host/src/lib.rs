@@ -136,6 +136,7 @@ pub mod status;
 pub mod subject;
 mod supervisor;
 mod telemetry;
+mod throttle;
 
 pub use config::Config;
 pub use dispatch::ERROR_HEADER;

@@ -129,6 +129,9 @@ binding_counters! {
     dead_letter_failed,
     /// Messages shed (core) or nak'd (JetStream) because the host was saturated.
     shed,
+    /// Core messages dropped on arrival because the binding's buffer (or the
+    /// gateway's) was full: each one a message, not an event.
+    dropped,
     /// `handle-batch` calls that trapped or ran out of time, whose messages
     /// were then handled again one at a time.
     batches_rerun,

@@ -181,7 +181,12 @@ impl Collector for StatusCollector {
         )?;
         // One counter per binding for each of these.
         type Read = fn(&crate::status::BindingStatus) -> u64;
-        let per_binding: [(&str, &str, Read); 4] = [
+        let per_binding: [(&str, &str, Read); 5] = [
+            (
+                "wasmgate_messages_dropped",
+                "Core messages dropped on arrival because the binding's or the gateway's buffer was full",
+                |b| b.dropped,
+            ),
             (
                 "wasmgate_publish_failures",
                 "Failed publishes, replies and acks",

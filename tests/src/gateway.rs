@@ -103,6 +103,7 @@ pub fn plugin_from(
                 subject: s.to_string(),
                 queue: None,
                 jetstream: None,
+                buffer: None,
             })
             .collect(),
         ..PluginConfig::new(name, path)

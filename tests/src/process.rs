@@ -165,6 +165,21 @@ impl GatewayProcess {
         serde_json::from_str(&body).map_err(|e| format!("GET /status: {e}: {body}"))
     }
 
+    /// The most memory the running process has held (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// `GET path` on its HTTP listener: the status code and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        http_get_blocking(self.http, path)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("wasmgate.log")
     }

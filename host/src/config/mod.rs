@@ -52,9 +52,18 @@ pub struct NatsConfig {
     /// How long one connection attempt may take (TCP plus the NATS handshake).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Messages buffered per subscription before the client drops them (and
-    /// reports a slow consumer).
+    /// Messages the client queues per subscription before the binding's
+    /// reader moves them into its buffer; past it the client drops them
+    /// (and reports a slow consumer). The reader keeps it near empty.
     pub subscription_capacity: usize,
+    /// Bytes of core messages one binding may hold waiting for its plugin
+    /// (wire length plus 256 bytes each); past it, arriving messages are
+    /// dropped and counted (`dropped`). A binding's `buffer` overrides it.
+    #[serde(deserialize_with = "size")]
+    pub binding_buffer: ByteSize,
+    /// Bytes of core messages all bindings together may hold waiting.
+    #[serde(deserialize_with = "size")]
+    pub buffer_limit: ByteSize,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
 }
@@ -66,6 +75,8 @@ impl Default for NatsConfig {
             name: "wasmgate".into(),
             connect_timeout: Duration::from_secs(2),
             subscription_capacity: 65_536,
+            binding_buffer: ByteSize::mib(256),
+            buffer_limit: ByteSize::gib(1),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
         }
@@ -84,6 +95,8 @@ impl fmt::Debug for NatsConfig {
             .field("name", &self.name)
             .field("connect_timeout", &self.connect_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("binding_buffer", &self.binding_buffer)
+            .field("buffer_limit", &self.buffer_limit)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .finish()
@@ -490,6 +503,10 @@ fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
     }
 }
 
+fn optional_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    size(d).map(Some)
+}
+
 /// `[[plugin.binding]]`: a subscription feeding the plugin, core NATS by
 /// default, JetStream when it has a `[plugin.binding.jetstream]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -503,6 +520,14 @@ pub struct BindingConfig {
     /// Consume from a JetStream durable pull consumer instead of a core subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<JetStreamConfig>,
+    /// Bytes of messages this core binding may hold waiting (default
+    /// `nats.binding_buffer`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_size"
+    )]
+    pub buffer: Option<ByteSize>,
 }
 
 /// Where a JetStream consumer starts.

@@ -117,6 +117,8 @@ fn nats(n: &NatsConfig, p: &mut Problems) {
     }
     p.positive("nats.connect_timeout", n.connect_timeout.is_zero());
     p.positive("nats.subscription_capacity", n.subscription_capacity == 0);
+    min_buffer("nats.binding_buffer", n.binding_buffer, p);
+    min_buffer("nats.buffer_limit", n.buffer_limit, p);
     let a = &n.auth;
     let methods = [
         a.creds_file.is_some(),
@@ -286,7 +288,25 @@ fn binding(b: &BindingConfig, at: &str, p: &mut Problems) {
                 "a JetStream binding shares work through its durable consumer, not a queue group",
             );
         }
+        if b.buffer.is_some() {
+            p.bad(
+                format!("{at}.buffer"),
+                "a JetStream binding holds only what it pulls (max_ack_pending, pull_batch); `buffer` is for core bindings",
+            );
+        }
         jetstream(js, &format!("{at}.jetstream"), p);
+    }
+    if let Some(size) = b.buffer {
+        min_buffer(&format!("{at}.buffer"), size, p);
+    }
+}
+
+/// A buffer must hold at least one message of the largest size a server
+/// lets a client publish by default (1 MiB), or such a message could never
+/// be taken.
+fn min_buffer(key: &str, size: bytesize::ByteSize, p: &mut Problems) {
+    if size < bytesize::ByteSize::mib(1) {
+        p.bad(key, format!("{size} cannot hold one message of 1 MiB (the default max_payload); give at least 1MiB"));
     }
 }
 

@@ -19,7 +19,9 @@
 //! probe, and WASI's own blocking bridges work. The thread takes every
 //! message that is already buffered (up to a batch), runs them, then sends
 //! all their output in one go, so the async hand-off is paid per batch, not
-//! per message.
+//! per message. A core binding's messages reach it through the binding's
+//! inbox (`dispatch/inbox.rs`), which bounds what waits by bytes and counts
+//! what it has to drop.
 //!
 //! A plugin that exports `batch-handler` gets a binding's batch in one
 //! `handle-batch` call (`dispatch/batch.rs`; on a JetStream binding not when
@@ -38,6 +40,7 @@
 mod admission;
 mod batch;
 mod core;
+mod inbox;
 mod jetstream;
 mod output;
 
@@ -45,15 +48,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
 use async_nats::jetstream::AckKind;
-use async_nats::{Client, Subscriber};
-use futures::FutureExt;
-use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::admission::Admission;
 use self::admission::Admit;
+pub use self::inbox::{Budget, Budgets, Inbox, Reader};
 use self::output::Send;
 use crate::jetstream::{JsSource, Settle};
 use crate::plugin::{CallError, Handled, Instance, Plugin, PluginSlot};
@@ -66,7 +68,7 @@ pub const ERROR_HEADER: &str = "Wasmgate-Error";
 
 /// Where a binding's messages come from.
 pub enum Source {
-    Core(Subscriber),
+    Core(Inbox),
     JetStream(Box<JsSource>),
 }
 
@@ -178,40 +180,30 @@ impl Dispatch {
             }
         }
 
-        let rest = rt.block_on(self.drain());
-        let mut rest: Vec<Incoming> = rest.into_iter().map(Incoming::Core).collect();
-        if self.batches() {
-            while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(batching.limit()));
-                self.process_batch(rt, &mut instance, &mut rest, &mut batching, &mut out);
-                rest = tail;
-            }
-        } else {
-            for msg in rest {
-                self.process(rt, &mut instance, msg, Instant::now(), &mut out);
-            }
-        }
+        rt.block_on(self.drain());
         rt.block_on(self.hand_off(tx, &mut out))
     }
 
     /// Wait for a message, then take up to `limit` in all of those already buffered.
     async fn next_batch(&mut self, batch: &mut Vec<Incoming>, limit: usize) -> Step {
         match &mut self.source {
-            Source::Core(sub) => {
+            Source::Core(inbox) => {
+                // A drain ends the inbox once what the server sent is in it,
+                // so shutdown is seen here as its end.
                 let first = tokio::select! {
                     biased;
                     _ = self.stop.cancelled() => return Step::Stop,
-                    _ = self.shutdown.cancelled() => return Step::Shutdown,
-                    msg = sub.next() => match msg {
+                    msg = inbox.recv() => match msg {
                         Some(msg) => msg,
+                        None if self.shutdown.is_cancelled() => return Step::Shutdown,
                         None => return Step::Stop,
                     },
                 };
                 batch.push(Incoming::Core(first));
                 while batch.len() < limit {
-                    match sub.next().now_or_never() {
-                        Some(Some(msg)) => batch.push(Incoming::Core(msg)),
-                        _ => break,
+                    match inbox.try_recv() {
+                        Some(msg) => batch.push(Incoming::Core(msg)),
+                        None => break,
                     }
                 }
             }
@@ -237,21 +229,12 @@ impl Dispatch {
         Step::Batch
     }
 
-    /// Shutdown: a core subscription is drained (the server stops sending and
-    /// what it sent is returned for handling); prefetched JetStream messages
-    /// are nak'd so they are redelivered at once.
-    async fn drain(&mut self) -> Vec<async_nats::Message> {
-        let mut rest = Vec::new();
+    /// Shutdown: prefetched JetStream messages are nak'd so they are
+    /// redelivered at once. (A core binding's inbox drained itself: it ends
+    /// once what the server sent has been handled.)
+    async fn drain(&mut self) {
         match &mut self.source {
-            Source::Core(sub) => {
-                if let Err(e) = sub.drain().await {
-                    tracing::warn!(plugin = self.plugin.name(), error = %e, "drain request failed");
-                }
-                let deadline = tokio::time::Instant::now() + self.drain_timeout;
-                while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
-                    rest.push(msg);
-                }
-            }
+            Source::Core(_) => {}
             Source::JetStream(js) => {
                 let naks = async {
                     while let Some(msg) = js.try_next() {
@@ -261,7 +244,6 @@ impl Dispatch {
                 let _ = tokio::time::timeout(self.drain_timeout, naks).await;
             }
         }
-        rest
     }
 
     /// The host is saturated: drop core messages (telling requesters) and

@@ -172,6 +172,7 @@ fn build_binding(
         }),
         counters,
         workers: p.concurrency,
+        buffer: b.buffer,
     };
     (spec, binding)
 }

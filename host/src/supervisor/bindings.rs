@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Connection, DRAIN_TIMEOUT, Supervisor};
-use crate::dispatch::{Dispatch, Source};
+use crate::dispatch::{Budget, Budgets, Dispatch, Inbox, Reader, Source};
 use crate::jetstream::{JsBinding, JsSource};
 use crate::plugin::PluginSlot;
 use crate::status::{BindingCounters, BindingSpec, BindingState};
@@ -24,6 +24,8 @@ pub struct Binding {
     pub jetstream: Option<Arc<JsBinding>>,
     /// Dispatch workers (each with its own instance) on this binding.
     pub workers: usize,
+    /// Bytes of core messages it may hold waiting (`None`: `nats.binding_buffer`).
+    pub buffer: Option<bytesize::ByteSize>,
     pub counters: Arc<BindingCounters>,
 }
 
@@ -95,6 +97,11 @@ impl Supervisor {
         b: &Binding,
     ) -> anyhow::Result<Vec<Source>> {
         let mut sources = Vec::with_capacity(b.workers);
+        // The binding's workers share one buffer limit.
+        let budgets = Budgets {
+            binding: Budget::new(b.buffer.unwrap_or(self.config.nats.binding_buffer).as_u64()),
+            gateway: self.buffered.clone(),
+        };
         for _ in 0..b.workers.max(1) {
             let source = match (&b.jetstream, &b.queue) {
                 (Some(js), _) => Source::JetStream(Box::new(
@@ -112,7 +119,18 @@ impl Supervisor {
                         Some(g) => conn.client.queue_subscribe(b.subject.clone(), g).await?,
                         None => conn.client.subscribe(b.subject.clone()).await?,
                     };
-                    Source::Core(sub)
+                    let reader = Reader {
+                        plugin: b.plugin.name().to_string(),
+                        subject: b.subject.clone(),
+                        counters: b.counters.clone(),
+                        budgets: budgets.clone(),
+                        stop: conn.stop.clone(),
+                        drain: conn.drain.clone(),
+                        drain_timeout: DRAIN_TIMEOUT,
+                    };
+                    Source::Core(Inbox::start(sub, reader, |task| {
+                        conn.tasks.spawn(task);
+                    }))
                 }
             };
             sources.push(source);

@@ -132,6 +132,12 @@ pub struct Supervisor {
     max_payload: Arc<AtomicUsize>,
     current: watch::Sender<Option<Client>>,
     admission: Option<Arc<crate::dispatch::Admission>>,
+    /// Bytes of core messages every binding together holds waiting
+    /// (`nats.buffer_limit`); shared across connections, so an old one
+    /// draining and its successor count together.
+    buffered: Arc<crate::dispatch::Budget>,
+    /// The slow-consumer WARN, at most once per 10 s.
+    slow_consumer: std::sync::Mutex<crate::throttle::Throttle>,
     /// Names this gateway's private queue groups (concurrent core bindings).
     instance_id: String,
 }
@@ -171,6 +177,10 @@ impl Supervisor {
             callbacks,
             shutdown,
             admission: crate::dispatch::Admission::from_config(&config.runtime),
+            buffered: crate::dispatch::Budget::new(config.nats.buffer_limit.as_u64()),
+            slow_consumer: std::sync::Mutex::new(crate::throttle::Throttle::new(
+                Duration::from_secs(10),
+            )),
             instance_id: format!("{:016x}", rand::random::<u64>()),
             max_payload,
             current,
@@ -331,6 +341,17 @@ impl Supervisor {
         match action {
             Action::Publish(update) => self.status.update(|s| update.apply(s)),
             Action::MarkBindings(state) => self.status.set_all_bindings(state),
+            Action::Log(Note::SlowConsumer(sid)) => {
+                let held = self.slow_consumer.lock().map(|mut t| t.hit());
+                if let Ok(Some(events)) = held {
+                    tracing::warn!(
+                        sid,
+                        events,
+                        "slow consumer: the client dropped messages (events since the last line; \
+                         raise nats.subscription_capacity or add capacity)"
+                    );
+                }
+            }
             Action::Log(note) => log(note),
             other => debug_assert!(false, "not a record: {other:?}"),
         }
@@ -625,10 +646,7 @@ fn log(note: Note) {
             servers,
             why,
         } => tracing::warn!(refusals, servers, "reconnect refused: {why}"),
-        Note::SlowConsumer(sid) => tracing::warn!(
-            sid,
-            "slow consumer: the client dropped messages; raise nats.subscription_capacity or add capacity"
-        ),
+        Note::SlowConsumer(_) => {} // rate-limited in `record`
         Note::ServerError(e) => tracing::warn!(error = %e, "server error"),
         Note::LameDuck { switching: true } => {
             tracing::warn!("server entered lame duck mode; moving to another server")

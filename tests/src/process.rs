@@ -167,11 +167,21 @@ impl GatewayProcess {
 
     /// The most memory the running process has held (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc_status("VmHWM:")
+    }
+
+    /// The running process's OS threads.
+    pub fn threads(&self) -> Option<u64> {
+        self.proc_status("Threads:")
+    }
+
+    /// A number from `/proc/<pid>/status` (units dropped).
+    fn proc_status(&self, key: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

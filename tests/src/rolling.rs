@@ -35,6 +35,27 @@ pub struct Report {
     pub js_seen: u64,
     /// How long the restart of all nodes took.
     pub elapsed: Duration,
+    /// When each lost core message was published, and what the test did
+    /// when, both since the traffic started: to see which step a loss
+    /// follows.
+    pub lost_at: Vec<Duration>,
+    pub events: Vec<(Duration, String)>,
+}
+
+impl Report {
+    /// The lost messages next to the test's steps, for a failure message.
+    pub fn timeline(&self) -> String {
+        let mut lines: Vec<(Duration, String)> = self.events.clone();
+        for (id, at) in self.lost.iter().zip(&self.lost_at) {
+            lines.push((*at, format!("  lost core message {id}")));
+        }
+        lines.sort();
+        lines
+            .iter()
+            .map(|(t, what)| format!("{:>8.3}s {what}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// The R3 streams (`IN` on `in.>`, `OUT` on `out.>`) and the gateway's
@@ -82,12 +103,22 @@ pub async fn run(cluster: &mut Cluster) -> Report {
     let (publisher, on) = watch::channel(pinned[1].clone());
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let published_at = Arc::new(std::sync::Mutex::new(Vec::<Duration>::new()));
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut events: Vec<(Duration, String)> = vec![(
+        Duration::ZERO,
+        format!("traffic starts (unix time {:.3})", wall.as_secs_f64()),
+    )];
     let core_task = {
-        let (sent, stop) = (sent.clone(), stop.clone());
+        let (sent, stop, at) = (sent.clone(), stop.clone(), published_at.clone());
         tokio::spawn(async move {
             let mut id = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let c = on.borrow().clone();
+                at.lock().unwrap().push(t0.elapsed());
                 c.publish(format!("work.{id}"), id.to_string().into())
                     .await
                     .unwrap();
@@ -128,17 +159,25 @@ pub async fn run(cluster: &mut Cluster) -> Report {
         let elsewhere = (i + 1) % cluster.nodes.len();
         let old = publisher.send_replace(pinned[elsewhere].clone());
         old.flush().await.unwrap();
+        events.push((
+            t0.elapsed(),
+            format!("publisher moved to {}", cluster.nodes[elsewhere].name),
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         tokio::task::block_in_place(|| {
             let node = &mut cluster.nodes[i];
+            let name = node.name.clone();
+            events.push((t0.elapsed(), format!("{} put in lame duck mode", node.name)));
             node.lame_duck();
             assert!(
                 node.wait_exit(Duration::from_secs(40)).is_some(),
                 "{} leaves after lame duck mode",
                 node.name
             );
+            events.push((t0.elapsed(), format!("{} exited", node.name)));
             node.restart();
             cluster.wait_ready(FORM_WAIT);
+            events.push((t0.elapsed(), format!("{name} back, cluster ready")));
         });
         // Its pinned client back, and its subscription known everywhere.
         eventually(WAIT, "the pinned client reconnected", || async {
@@ -170,6 +209,12 @@ pub async fn run(cluster: &mut Cluster) -> Report {
     })
     .await;
     let lost: Vec<u64> = (0..sent).filter(|id| !seen.contains(id)).collect();
+    let lost_at = {
+        let at = published_at.lock().unwrap();
+        lost.iter()
+            .map(|id| at.get(*id as usize).copied().unwrap_or_default())
+            .collect()
+    };
 
     // Every JetStream input's output, in the output stream.
     let want: BTreeSet<u64> = (0..js_sent).collect();
@@ -180,5 +225,7 @@ pub async fn run(cluster: &mut Cluster) -> Report {
         js_sent,
         js_seen: js_seen.keys().filter(|id| want.contains(id)).count() as u64,
         elapsed,
+        lost_at,
+        events,
     }
 }

@@ -261,6 +261,9 @@ pub struct RuntimeConfig {
     /// Granularity of handler deadlines: the epoch ticks this often.
     #[serde(with = "humantime_serde")]
     pub epoch_tick: Duration,
+    /// Threads plugin calls run on, shared by every binding; 0 = two per
+    /// core, at least four. Idle bindings hold none.
+    pub workers: usize,
     /// Batches handled at once across all plugins; 0 = no host-wide cap.
     pub max_concurrent_calls: usize,
     /// What a worker does when the host-wide cap is reached.
@@ -281,6 +284,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
+            workers: 0,
             max_concurrent_calls: 0,
             overload: Overload::Wait,
             admission_wait: Duration::from_millis(100),

@@ -12,16 +12,19 @@
 //! `ok` and its output, nak with a delay on `retry`/trap, dead-letter and term
 //! on `reject` or the last allowed delivery.
 //!
-//! Each binding gets one thread from tokio's blocking pool per connection
-//! (per worker, with `concurrency`), with one instance, handling messages in
-//! order. Wasm calls are synchronous with an epoch deadline, so they run off
+//! Each binding has one worker per connection (more with `concurrency`),
+//! with one instance, handling messages in order. A worker is an async task:
+//! it waits for messages without holding a thread, takes every message that
+//! is already buffered (up to a batch), and hands the batch to the shared
+//! worker pool (`dispatch/pool.rs`), whose fixed set of threads runs the
+//! calls. Wasm calls are synchronous with an epoch deadline, so they run off
 //! the async workers: a slow guest never stalls the connection or the health
-//! probe, and WASI's own blocking bridges work. The thread takes every
-//! message that is already buffered (up to a batch), runs them, then sends
-//! all their output in one go, so the async hand-off is paid per batch, not
-//! per message. A core binding's messages reach it through the binding's
-//! inbox (`dispatch/inbox.rs`), which bounds what waits by bytes and counts
-//! what it has to drop.
+//! probe, and WASI's own blocking bridges work. The batch's output then goes
+//! out in one go, so the hand-offs are paid per batch, not per message, and
+//! a lone message pays them once: its batch is itself. A core binding's
+//! messages reach its worker through the binding's inbox
+//! (`dispatch/inbox.rs`), which bounds what waits by bytes and counts what
+//! it has to drop.
 //!
 //! A plugin that exports `batch-handler` gets a binding's batch in one
 //! `handle-batch` call (`dispatch/batch.rs`; on a JetStream binding not when
@@ -43,6 +46,7 @@ mod core;
 mod inbox;
 mod jetstream;
 mod output;
+mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -57,6 +61,7 @@ pub use self::admission::Admission;
 use self::admission::Admit;
 pub use self::inbox::{Budget, Budgets, Inbox, Reader};
 use self::output::Send;
+pub use self::pool::Pool;
 use crate::jetstream::{JsSource, Settle};
 use crate::plugin::{CallError, Handled, Instance, Plugin, PluginSlot};
 use crate::runtime::bindings::Message;
@@ -93,6 +98,8 @@ pub struct Dispatch {
     pub drain_timeout: Duration,
     /// The host-wide cap on batches in flight, when configured.
     pub admission: Option<Arc<Admission>>,
+    /// The threads the calls run on, shared by every binding.
+    pub pool: Arc<Pool>,
 }
 
 /// Most messages taken from the source before their output is sent.
@@ -113,29 +120,44 @@ enum Incoming {
     Js(Box<crate::jetstream::JsMessage>),
 }
 
+/// What the calls of one worker carry from batch to batch: its instance,
+/// the batch in hand and its output, and how big batches may be.
+struct Work {
+    instance: Option<Instance>,
+    batch: Vec<Incoming>,
+    out: Vec<Send>,
+    batching: batch::Batching,
+}
+
 impl Dispatch {
-    /// Run on a blocking-pool thread until retired or drained.
-    pub fn run(self) {
-        let rt = Handle::current();
+    /// Run until retired or drained: wait for messages on the async runtime
+    /// (no thread held while a binding is idle), run each batch's calls on
+    /// the pool, hand their output to this worker's output task.
+    pub async fn run(self) {
         let (tx, rx) = tokio::sync::mpsc::channel(output::DEPTH);
-        let output = rt.spawn(output::Output::new(&self).run(rx));
-        let drained = self.handle(&rt, &tx);
+        let output = tokio::spawn(output::Output::new(&self).run(rx));
+        let drained = self.handle(&tx).await;
         tracing::debug!(drained, "dispatch worker done");
         drop(tx);
         // Everything handed off is sent before this worker counts as done
         // (the supervisor flushes the connection after a drain); when the
         // connection is retired the task gives up at once instead.
-        let _ = rt.block_on(output);
+        let _ = output.await;
     }
 
     /// The worker's loop, until drained or retired; `false` when retired.
-    fn handle(mut self, rt: &Handle, tx: &tokio::sync::mpsc::Sender<output::Handed>) -> bool {
-        let mut instance: Option<Instance> = None;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut out = Vec::with_capacity(BATCH);
-        let mut batching = batch::Batching::new(&self.plugin);
+    async fn handle(mut self, tx: &tokio::sync::mpsc::Sender<output::Handed>) -> bool {
+        let mut work = Work {
+            instance: None,
+            batch: Vec::with_capacity(BATCH),
+            out: Vec::with_capacity(BATCH),
+            batching: batch::Batching::new(&self.plugin),
+        };
         loop {
-            match rt.block_on(self.next_batch(&mut batch, batching.limit())) {
+            match self
+                .next_batch(&mut work.batch, work.batching.limit())
+                .await
+            {
                 Step::Batch => {}
                 Step::Stop => return false,
                 Step::Shutdown => break,
@@ -144,8 +166,8 @@ impl Dispatch {
             // finished on the old instance, the next starts on the new one.
             if self.slot.version() != self.version {
                 (self.plugin, self.version) = self.slot.current();
-                instance = None;
-                batching = batch::Batching::new(&self.plugin);
+                work.instance = None;
+                work.batching = batch::Batching::new(&self.plugin);
                 tracing::info!(
                     plugin = self.plugin.name(),
                     version = self.version,
@@ -155,33 +177,56 @@ impl Dispatch {
             // Held for the whole batch: one acquisition per batch, not per message.
             let _slot = match &self.admission {
                 None => None,
-                Some(a) => match rt.block_on(a.admit(&self.stop)) {
+                Some(a) => match a.admit(&self.stop).await {
                     Admit::Granted(permit) => Some(permit),
                     Admit::Stopped => return false,
                     Admit::Shed => {
-                        self.shed(&mut batch, &mut out);
-                        if !rt.block_on(self.hand_off(tx, &mut out)) {
+                        self.shed(&mut work.batch, &mut work.out);
+                        if !self.hand_off(tx, &mut work.out).await {
                             return false;
                         }
                         continue;
                     }
                 },
             };
-            let started = Instant::now();
-            if self.batches() {
-                self.process_batch(rt, &mut instance, &mut batch, &mut batching, &mut out);
-            } else {
-                for msg in batch.drain(..) {
-                    self.process(rt, &mut instance, msg, started, &mut out);
-                }
-            }
-            if !rt.block_on(self.hand_off(tx, &mut out)) {
+            let pool = self.pool.clone();
+            let rt = Handle::current();
+            let Ok(back) = pool
+                .run(move || {
+                    self.run_batch(&rt, &mut work);
+                    (self, work)
+                })
+                .await
+            else {
+                tracing::error!("a dispatch job failed on the worker pool; this worker stops");
+                return false;
+            };
+            (self, work) = back;
+            if !self.hand_off(tx, &mut work.out).await {
                 return false;
             }
         }
 
-        rt.block_on(self.drain());
-        rt.block_on(self.hand_off(tx, &mut out))
+        self.drain().await;
+        self.hand_off(tx, &mut work.out).await
+    }
+
+    /// The batch in hand through the plugin (on a pool thread).
+    fn run_batch(&self, rt: &Handle, w: &mut Work) {
+        let started = Instant::now();
+        if self.batches() {
+            self.process_batch(
+                rt,
+                &mut w.instance,
+                &mut w.batch,
+                &mut w.batching,
+                &mut w.out,
+            );
+        } else {
+            for msg in w.batch.drain(..) {
+                self.process(rt, &mut w.instance, msg, started, &mut w.out);
+            }
+        }
     }
 
     /// Wait for a message, then take up to `limit` in all of those already buffered.

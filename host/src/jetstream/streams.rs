@@ -26,7 +26,9 @@
 //! or deleted (JetStream's advisories, see [`Streams::watch`]), after the
 //! client reconnects, when a publish finds a stream gone, and after
 //! [`MAX_AGE`] in case an advisory was missed (the gateway's user may not be
-//! allowed to see them). An incomplete snapshot is kept as long as a
+//! allowed to see them). Forgotten means stale: a complete snapshot stands
+//! in while the next listing is made in the background, so no publish waits
+//! on a listing once one has succeeded. An incomplete snapshot is kept as long as a
 //! complete one: a listing that waits on a stream that is down occupies the
 //! server's JetStream API for seconds, and listing again every few seconds
 //! queued the per-subject questions behind it past their timeout.
@@ -128,17 +130,30 @@ struct ListedConfig {
     subjects: Vec<String>,
 }
 
+/// A snapshot and when it was taken; `stale` once something said the
+/// streams changed (it still stands in while a new listing is made).
+struct Taken {
+    snapshot: Arc<Snapshot>,
+    at: Instant,
+    stale: bool,
+}
+
+/// After a failed listing while a stale snapshot stood in, the next try waits this long.
+const RETRY: Duration = Duration::from_secs(5);
+
 /// The per-connection knowledge of which stream captures what. A caller
 /// with many subjects to look up takes the [`snapshot`](Streams::snapshot)
 /// once and matches each subject against it.
 pub struct Streams {
     js: Context,
-    current: Mutex<Option<(Arc<Snapshot>, Instant)>>,
+    current: Mutex<Option<Taken>>,
+    /// When a listing last failed while a stale snapshot stood in for it.
+    failed: Mutex<Option<Instant>>,
     /// Subjects the snapshot could not tell about, asked one by one.
     asked: Mutex<HashMap<String, (Capture, Instant)>>,
     /// One listing at a time: output tasks finding the snapshot stale at
     /// once wait for the same request instead of each making one.
-    listing: tokio::sync::Mutex<()>,
+    listing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Streams {
@@ -146,13 +161,14 @@ impl Streams {
         Streams {
             js,
             current: Mutex::new(None),
+            failed: Mutex::new(None),
             asked: Mutex::new(HashMap::new()),
-            listing: tokio::sync::Mutex::new(()),
+            listing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
     /// Which stream captures `subject`.
-    pub async fn capturing(&self, subject: &str) -> anyhow::Result<Capture> {
+    pub async fn capturing(self: &Arc<Self>, subject: &str) -> anyhow::Result<Capture> {
         let snapshot = self.snapshot().await;
         if let Some(capture) = snapshot.capture(subject) {
             return Ok(capture);
@@ -160,15 +176,47 @@ impl Streams {
         self.ask(subject).await
     }
 
-    /// The current snapshot, taken again when missing or stale. A listing
-    /// that fails or takes too long gives an incomplete one.
-    pub async fn snapshot(&self) -> Arc<Snapshot> {
-        if let Some(s) = self.fresh() {
-            return s;
+    /// The current snapshot. A stale or old one that was complete stands in
+    /// while a new listing is made in the background: a lame duck server
+    /// shuts its JetStream down before it tells its clients, and outputs
+    /// that waited for a listing there (then asked per subject, each
+    /// timing out) held up the connection's drain until its core outputs
+    /// were lost. A subject a stream started capturing a moment ago is
+    /// taken for uncaptured until the listing is in. Without a complete
+    /// snapshot to stand in, the caller waits; a listing that fails or
+    /// takes too long gives an incomplete one.
+    pub async fn snapshot(self: &Arc<Self>) -> Arc<Snapshot> {
+        let standing = match &*lock(&self.current) {
+            Some(t) if !t.stale && t.at.elapsed() < MAX_AGE => return t.snapshot.clone(),
+            Some(t) if !t.snapshot.incomplete => Some(t.snapshot.clone()),
+            _ => None,
+        };
+        if let Some(standing) = standing {
+            let retry = lock(&self.failed).is_none_or(|t| t.elapsed() >= RETRY);
+            if retry && let Ok(one) = self.listing.clone().try_lock_owned() {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _one = one;
+                    match tokio::time::timeout(LIST_WAIT, this.list()).await {
+                        Ok(Ok(s)) => {
+                            this.store(s);
+                            *lock(&this.failed) = None;
+                        }
+                        _ => {
+                            tracing::debug!("stream listing failed; the last one stands in");
+                            *lock(&this.failed) = Some(Instant::now());
+                        }
+                    }
+                });
+            }
+            return standing;
         }
         let _one = self.listing.lock().await;
-        if let Some(s) = self.fresh() {
-            return s;
+        if let Some(t) = &*lock(&self.current)
+            && !t.stale
+            && t.at.elapsed() < MAX_AGE
+        {
+            return t.snapshot.clone();
         }
         let snapshot = match tokio::time::timeout(LIST_WAIT, self.list()).await {
             Ok(Ok(s)) => s,
@@ -181,16 +229,17 @@ impl Streams {
                 Snapshot::unknown()
             }
         };
-        let snapshot = Arc::new(snapshot);
-        *lock(&self.current) = Some((snapshot.clone(), Instant::now()));
-        snapshot
+        self.store(snapshot)
     }
 
-    fn fresh(&self) -> Option<Arc<Snapshot>> {
-        match &*lock(&self.current) {
-            Some((s, at)) => (at.elapsed() < MAX_AGE).then(|| s.clone()),
-            None => None,
-        }
+    fn store(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        *lock(&self.current) = Some(Taken {
+            snapshot: snapshot.clone(),
+            at: Instant::now(),
+            stale: false,
+        });
+        snapshot
     }
 
     async fn list(&self) -> anyhow::Result<Snapshot> {
@@ -262,16 +311,24 @@ impl Streams {
         Ok(capture)
     }
 
-    /// Forget everything (streams changed, the connection came back).
+    /// Forget everything (streams changed, the connection came back); the
+    /// snapshot stands in until a new listing is in.
     pub fn forget_all(&self) {
-        *lock(&self.current) = None;
+        self.stale();
         lock(&self.asked).clear();
     }
 
     /// A publish to `subject` found its stream gone: forget what was known.
     pub fn forget(&self, subject: &str) {
         lock(&self.asked).remove(subject);
-        *lock(&self.current) = None;
+        self.stale();
+    }
+
+    fn stale(&self) {
+        if let Some(t) = &mut *lock(&self.current) {
+            t.stale = true;
+        }
+        *lock(&self.failed) = None;
     }
 
     /// Listen to stream advisories until `stop`, forgetting everything on

@@ -71,8 +71,9 @@ impl Supervisor {
                             shutdown: conn.drain.clone(),
                             drain_timeout: DRAIN_TIMEOUT,
                             admission: self.admission.clone(),
+                            pool: self.pool.clone(),
                         };
-                        conn.tasks.spawn_blocking(move || dispatch.run());
+                        conn.tasks.spawn(dispatch.run());
                     }
                 }
                 Err(e) => {

@@ -136,6 +136,8 @@ pub struct Supervisor {
     /// (`nats.buffer_limit`); shared across connections, so an old one
     /// draining and its successor count together.
     buffered: Arc<crate::dispatch::Budget>,
+    /// The threads every binding's calls run on (`runtime.workers`).
+    pool: Arc<crate::dispatch::Pool>,
     /// The slow-consumer WARN, at most once per 10 s.
     slow_consumer: std::sync::Mutex<crate::throttle::Throttle>,
     /// Names this gateway's private queue groups (concurrent core bindings).
@@ -170,6 +172,8 @@ impl Supervisor {
         max_payload: Arc<AtomicUsize>,
         current: watch::Sender<Option<Client>>,
     ) -> Supervisor {
+        let pool = crate::dispatch::Pool::new(config.runtime.workers);
+        tracing::info!(workers = pool.size(), "plugin calls run on the worker pool");
         Supervisor {
             bindings,
             commands,
@@ -178,6 +182,7 @@ impl Supervisor {
             shutdown,
             admission: crate::dispatch::Admission::from_config(&config.runtime),
             buffered: crate::dispatch::Budget::new(config.nats.buffer_limit.as_u64()),
+            pool,
             slow_consumer: std::sync::Mutex::new(crate::throttle::Throttle::new(
                 Duration::from_secs(10),
             )),

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::{Message, Subscriber};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -56,16 +56,6 @@ impl Budget {
         })
     }
 
-    /// Take `n` bytes if they fit.
-    fn take(&self, n: usize) -> bool {
-        let before = self.held.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > self.limit {
-            self.held.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
     fn give(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::Relaxed);
     }
@@ -93,20 +83,35 @@ pub struct Budgets {
 }
 
 impl Budgets {
-    fn take(&self, n: usize) -> Result<(), Full> {
-        if !self.binding.take(n) {
-            return Err(Full::Binding);
+    /// Room left for a chunk now: the smaller of the two budgets' room.
+    fn room(&self) -> Result<usize, Full> {
+        let binding = self.binding.limit.saturating_sub(self.binding.held());
+        let gateway = self.gateway.limit.saturating_sub(self.gateway.held());
+        match (binding, gateway) {
+            (0, _) => Err(Full::Binding),
+            (_, 0) => Err(Full::Gateway),
+            (b, g) if b <= g => Ok(b),
+            (_, g) => Ok(g),
         }
-        if !self.gateway.take(n) {
-            self.binding.give(n);
-            return Err(Full::Gateway);
-        }
-        Ok(())
+    }
+
+    fn add(&self, n: usize) {
+        self.binding.held.fetch_add(n, Ordering::Relaxed);
+        self.gateway.held.fetch_add(n, Ordering::Relaxed);
     }
 
     fn give(&self, n: usize) {
         self.binding.give(n);
         self.gateway.give(n);
+    }
+
+    /// Which one `extra` more bytes would overflow, for the log line.
+    fn which_full_after(&self, extra: usize) -> Full {
+        if self.binding.held().saturating_add(extra) > self.binding.limit {
+            Full::Binding
+        } else {
+            Full::Gateway
+        }
     }
 }
 
@@ -116,9 +121,26 @@ enum Full {
     Gateway,
 }
 
+/// Messages moved together, and what they count against the budgets: the
+/// reader takes what the client has queued in one go and the budgets are
+/// updated once per chunk, not per message (per-message updates of
+/// counters shared between the reader's thread and the worker's cost more
+/// than the move itself).
+struct Chunk {
+    messages: Vec<Message>,
+    bytes: usize,
+}
+
+/// Most messages, and bytes, in one chunk. A budget can be passed by at
+/// most one chunk per reader (its room is read once per chunk).
+const CHUNK: usize = 512;
+const CHUNK_BYTES: usize = 1 << 20;
+
 /// The worker's end: messages in arrival order.
 pub struct Inbox {
-    rx: mpsc::UnboundedReceiver<Message>,
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    /// The chunk being taken (its bytes already given back).
+    taking: std::collections::VecDeque<Message>,
     budgets: Budgets,
 }
 
@@ -152,22 +174,36 @@ impl Inbox {
         // overflowed (16 % of a 300 k burst). Each step here is a move into
         // a queue, and the loop waits once the channel is empty.
         spawn(Box::pin(tokio::task::unconstrained(reader.run(sub, tx))));
-        Inbox { rx, budgets }
+        Inbox {
+            rx,
+            taking: std::collections::VecDeque::new(),
+            budgets,
+        }
+    }
+
+    fn take(&mut self, chunk: Chunk) -> Option<Message> {
+        self.budgets.give(chunk.bytes);
+        self.taking.extend(chunk.messages);
+        self.taking.pop_front()
     }
 
     /// The next message; `None` once the reader has ended (drained, retired,
     /// or the subscription closed).
     pub async fn recv(&mut self) -> Option<Message> {
-        let m = self.rx.recv().await?;
-        self.budgets.give(cost(&m));
-        Some(m)
+        if let Some(m) = self.taking.pop_front() {
+            return Some(m);
+        }
+        let chunk = self.rx.recv().await?;
+        self.take(chunk)
     }
 
     /// A message already waiting, if any.
     pub fn try_recv(&mut self) -> Option<Message> {
-        let m = self.rx.try_recv().ok()?;
-        self.budgets.give(cost(&m));
-        Some(m)
+        if let Some(m) = self.taking.pop_front() {
+            return Some(m);
+        }
+        let chunk = self.rx.try_recv().ok()?;
+        self.take(chunk)
     }
 }
 
@@ -176,18 +212,19 @@ impl Drop for Inbox {
         // What is still queued gives its bytes back; the reader's later
         // sends fail and give theirs back themselves.
         self.rx.close();
-        while let Ok(m) = self.rx.try_recv() {
-            self.budgets.give(cost(&m));
+        while let Ok(chunk) = self.rx.try_recv() {
+            self.budgets.give(chunk.bytes);
         }
     }
 }
 
 impl Reader {
-    async fn run(self, mut sub: Subscriber, tx: mpsc::UnboundedSender<Message>) {
+    async fn run(self, mut sub: Subscriber, tx: mpsc::UnboundedSender<Chunk>) {
         let mut drops = Throttle::new(WARN_EVERY);
         let mut full = Full::Binding;
         let mut deadline: Option<Instant> = None;
-        loop {
+        let mut ended = false;
+        while !ended {
             let next = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -201,26 +238,60 @@ impl Reader {
                 _ = sleep_until(deadline) => break,
                 m = sub.next() => m,
             };
-            let Some(m) = next else { break };
-            let n = cost(&m);
-            match self.budgets.take(n) {
-                Ok(()) => {
-                    if let Err(unsent) = tx.send(m) {
-                        // The worker is gone (retired): nothing more to do.
-                        self.budgets.give(cost(&unsent.0));
-                        break;
+            let Some(first) = next else { break };
+            // The first message and whatever else the client has queued.
+            let mut room = self.budgets.room();
+            let mut chunk = Chunk {
+                messages: Vec::new(),
+                bytes: 0,
+            };
+            let mut dropped = 0u64;
+            let mut m = Some(first);
+            while let Some(msg) = m.take() {
+                let n = cost(&msg);
+                match room {
+                    Ok(r) if chunk.bytes + n <= r => {
+                        chunk.bytes += n;
+                        chunk.messages.push(msg);
                     }
-                    if let Some(held) = drops.due() {
-                        self.warn(held, full);
+                    Ok(_) => {
+                        dropped += 1;
+                        full = self.budgets.which_full_after(chunk.bytes + n);
+                        room = Ok(0);
+                    }
+                    Err(why) => {
+                        dropped += 1;
+                        full = why;
                     }
                 }
-                Err(why) => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    full = why;
+                if chunk.messages.len() >= CHUNK || chunk.bytes >= CHUNK_BYTES {
+                    break;
+                }
+                match sub.next().now_or_never() {
+                    Some(Some(next)) => m = Some(next),
+                    Some(None) => ended = true,
+                    None => {}
+                }
+            }
+            if dropped > 0 {
+                self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+                for _ in 0..dropped {
                     if let Some(held) = drops.hit() {
                         self.warn(held, full);
                     }
                 }
+            } else if let Some(held) = drops.due() {
+                self.warn(held, full);
+            }
+            if chunk.messages.is_empty() {
+                continue;
+            }
+            let bytes = chunk.bytes;
+            self.budgets.add(bytes);
+            if tx.send(chunk).is_err() {
+                // The worker is gone (retired): nothing more to do.
+                self.budgets.give(bytes);
+                break;
             }
         }
         if let Some(held) = drops.rest() {
@@ -261,29 +332,35 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_budget_takes_what_fits_and_gets_it_back() {
-        let b = Budget::new(1000);
-        assert!(b.take(600));
-        assert!(!b.take(500), "600 + 500 is past 1000");
-        assert_eq!(b.held(), 600, "a refused take leaves nothing held");
-        assert!(b.take(400));
-        b.give(600);
-        b.give(400);
-        assert_eq!(b.held(), 0);
+    fn budgets(binding: u64, gateway: u64) -> Budgets {
+        Budgets {
+            binding: Budget::new(binding),
+            gateway: Budget::new(gateway),
+        }
     }
 
     #[test]
-    fn the_gateway_budget_refusing_gives_the_binding_its_bytes_back() {
-        let budgets = Budgets {
-            binding: Budget::new(10_000),
-            gateway: Budget::new(100),
-        };
-        assert!(matches!(budgets.take(500), Err(Full::Gateway)));
-        assert_eq!(budgets.binding.held(), 0);
-        assert!(budgets.take(100).is_ok());
-        assert_eq!((budgets.binding.held(), budgets.gateway.held()), (100, 100));
-        budgets.give(100);
-        assert_eq!((budgets.binding.held(), budgets.gateway.held()), (0, 0));
+    fn the_room_is_the_smaller_of_the_two_budgets() {
+        let b = budgets(1000, 600);
+        assert_eq!(b.room().unwrap(), 600);
+        b.add(500);
+        assert_eq!(
+            b.room().unwrap(),
+            100,
+            "the gateway's 100 left, not the binding's 500"
+        );
+        assert!(matches!(b.which_full_after(200), Full::Gateway));
+        b.add(100);
+        assert!(matches!(b.room(), Err(Full::Gateway)));
+        b.give(600);
+        assert_eq!((b.binding.held(), b.gateway.held()), (0, 0));
+    }
+
+    #[test]
+    fn a_full_binding_is_named_before_the_gateway() {
+        let b = budgets(100, 10_000);
+        b.add(100);
+        assert!(matches!(b.room(), Err(Full::Binding)));
+        assert!(matches!(b.which_full_after(1), Full::Binding));
     }
 }

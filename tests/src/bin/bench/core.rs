@@ -98,6 +98,11 @@ pub fn gateway_config(server: &NatsServer, capacity: usize, batch: bool) -> wasm
     let mut config = wasmgate::Config::default();
     config.nats.servers = vec![server.url()];
     config.nats.subscription_capacity = capacity;
+    // The binding's buffer holds the whole run too (a message counts its
+    // length plus 256 bytes), as the native side's client buffer does.
+    let whole_run = wasmgate::config::ByteSize::b(capacity as u64 * 512);
+    config.nats.binding_buffer = whole_run;
+    config.nats.buffer_limit = whole_run;
     config.http.listen = String::new();
     let mut echo = plugin("echo", "echo", &["in.>"], &[("prefix", "out")]);
     echo.batch = batch;

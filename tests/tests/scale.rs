@@ -1,5 +1,5 @@
 //! Many bindings on one gateway (the real binary, as operators run it):
-//! past tokio's 512 blocking threads every binding still handles its
+//! well past tokio's 512 blocking threads every binding handles its
 //! messages, and the process's threads do not grow with the bindings.
 
 use std::collections::BTreeSet;
@@ -8,11 +8,11 @@ use futures::StreamExt;
 use wasmgate::config::BindingConfig;
 use wasmgate_tests::*;
 
-/// More bindings than the blocking pool that once held one thread each.
-const BINDINGS: usize = 600;
+/// Four times the blocking pool that once held one thread per binding.
+const BINDINGS: usize = 2_000;
 
 #[test]
-fn six_hundred_bindings_each_handle_their_messages_on_a_bounded_set_of_threads() {
+fn two_thousand_bindings_each_handle_their_messages_on_a_bounded_set_of_threads() {
     let server = NatsServer::start();
     let mut config = test_config(&[server.url()]);
     let mut p = plugin("upper", "uppercase", &[], &[("prefix", "out")]);

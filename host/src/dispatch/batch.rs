@@ -1,4 +1,4 @@
-//! Batches on the dispatch thread: the messages a worker took at once, run
+//! Batches on a worker-pool thread: the messages a worker took at once, run
 //! through one `handle-batch` call when the plugin exports it, each
 //! message's result then treated as its own `handle` would be (core rules
 //! in [`super::core`], JetStream ones in [`super::jetstream`]).

@@ -1,4 +1,4 @@
-//! Core NATS messages on the dispatch thread: one `handle` call per message
+//! Core NATS messages on a worker-pool thread: one `handle` call per message
 //! (or their share of a `handle-batch` call, [`super::batch`]), then the
 //! same rules for each message's outcome:
 //!

@@ -1,4 +1,4 @@
-//! JetStream messages on the dispatch thread: one `handle` call per message
+//! JetStream messages on a worker-pool thread: one `handle` call per message
 //! (the guest can read the delivery metadata of the message in hand) or
 //! their share of a `handle-batch` call ([`super::batch`]), keeping
 //! deliveries alive while they wait or run long, and settling each by the

@@ -77,7 +77,7 @@ pub enum Source {
     JetStream(Box<JsSource>),
 }
 
-/// Everything one dispatch thread needs.
+/// Everything one binding worker needs.
 pub struct Dispatch {
     /// Where the plugin's current version lives (hot reload swaps it).
     pub slot: Arc<PluginSlot>,

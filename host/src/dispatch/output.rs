@@ -4,7 +4,7 @@
 //! Each dispatch worker hands its batches' output to its own [`Output`]
 //! task on the async runtime, one hand-off per batch, and goes on with the
 //! next batch while the task sends: the publishes (each a channel send that
-//! may wake the connection's task) leave the dispatch thread, and the task
+//! may wake the connection's task) leave the worker-pool thread, and the task
 //! wakes the connection from the runtime's own threads. One task per worker
 //! and a FIFO channel keep the output in order.
 //!

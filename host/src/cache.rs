@@ -55,16 +55,20 @@ pub enum CacheOutcome {
     Miss,
     /// An entry existed but was corrupt, stale or refused: compiled and overwritten.
     Rejected,
+    /// Another plugin entry already uses the same bytes: its compiled code
+    /// is shared, neither compiled nor read again.
+    Shared,
 }
 
 impl CacheOutcome {
-    /// Its name in logs and metrics: `disabled`, `hit`, `miss`, `rejected`.
+    /// Its name in logs and metrics: `disabled`, `hit`, `miss`, `rejected`, `shared`.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Disabled => "disabled",
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
             CacheOutcome::Rejected => "rejected",
+            CacheOutcome::Shared => "shared",
         }
     }
 }

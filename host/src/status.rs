@@ -62,6 +62,25 @@ impl ConnectionState {
     }
 }
 
+/// Where a binding is in the status's list. A reload that keeps a binding
+/// running can move it, so what reports on a binding holds this, not a number.
+#[derive(Debug, Clone, Default)]
+pub struct Position(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Position {
+    pub fn new(index: usize) -> Position {
+        Position(Arc::new(index.into()))
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, index: usize) {
+        self.0.store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One binding's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -373,10 +392,36 @@ impl StatusHub {
             .collect()
     }
 
-    /// A new binding set (after a config reload): all pending, with these counters.
-    pub fn replace_bindings(&self, bindings: &[BindingSpec], counters: Vec<Arc<BindingCounters>>) {
+    /// A new binding list (a config reload) with its counters. A binding the
+    /// reload kept running keeps its state, error and warning: `kept[i]` is
+    /// where binding `i` was.
+    pub fn replace_bindings_keeping(
+        &self,
+        bindings: &[BindingSpec],
+        counters: Vec<Arc<BindingCounters>>,
+        kept: &[Option<usize>],
+    ) {
         *self.counters.write().expect("status counters lock") = counters;
-        self.update(|s| s.bindings = binding_statuses(bindings));
+        self.update(|s| {
+            let mut fresh = binding_statuses(bindings);
+            for (b, from) in fresh.iter_mut().zip(kept) {
+                if let Some(old) = from.and_then(|i| s.bindings.get(i)) {
+                    b.state = old.state;
+                    b.error = old.error.clone();
+                    b.warning = old.warning.clone();
+                }
+            }
+            s.bindings = fresh;
+        });
+    }
+
+    /// One binding's error as the status shows it.
+    pub fn binding_error(&self, index: usize) -> Option<String> {
+        self.tx
+            .borrow()
+            .bindings
+            .get(index)
+            .and_then(|b| b.error.clone())
     }
 
     /// The current status with fresh counters.

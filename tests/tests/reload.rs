@@ -1,9 +1,13 @@
 //! Hot reload against a real nats-server: a plugin's `.wasm` replaced under
 //! load, a bad new version refused, and a config reload that adds, changes
-//! and removes plugins and bindings.
+//! and removes plugins and bindings, leaving the bindings it did not change
+//! running.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use wasmgate_tests::*;
 
@@ -187,5 +191,103 @@ async fn a_config_reload_adds_changes_and_removes_plugins_and_bindings() {
     assert!(format!("{err:#}").contains("nats.servers"), "{err:#}");
     assert!(gw.status().last_reload_error.is_some());
     assert_eq!(ask(&nc, "b.2".into(), "still").await, "still");
+    gw.stop().await;
+}
+
+/// A reload re-binds only what it changed: a binding it left alone keeps its
+/// subscription and workers, so a stream of messages on it, published as
+/// fast as a client can across the reload, is handled whole (stopping and re-subscribing every binding
+/// lost the messages sent in between: core NATS keeps nothing for a
+/// subscription that is not there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_leaves_the_bindings_it_did_not_change_running() {
+    init_logs();
+    let server = NatsServer::start();
+    let mut config = test_config(&[server.url()]);
+    config.plugins.push(plugin(
+        "steady",
+        "uppercase",
+        &["steady.*"],
+        &[("prefix", "out")],
+    ));
+    config.plugins.push(plugin("gone", "echo", &["g.>"], &[]));
+    let gw = Running::start(config.clone()).await;
+    let nc = client(&server).await;
+    // Room for every output while the test is busy publishing.
+    let reader = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 22)
+        .connect(server.url())
+        .await
+        .unwrap();
+    let mut outputs = reader.subscribe("out.steady.*").await.unwrap();
+    reader.flush().await.unwrap();
+
+    // As fast as the client goes, from before the reload until after it:
+    // any moment without the subscription loses messages.
+    let done = tokio_util::sync::CancellationToken::new();
+    let publisher = {
+        let (nc, done) = (nc.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !done.is_cancelled() {
+                for _ in 0..500 {
+                    nc.publish(format!("steady.{}", sent % 10), format!("m{sent}").into())
+                        .await
+                        .unwrap();
+                    sent += 1;
+                }
+                nc.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            sent
+        })
+    };
+    // Reload while the messages flow: `gone` goes and ten plugins arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut next = config.clone();
+    next.plugins.remove(1);
+    for n in 0..10 {
+        next.plugins.push(plugin(
+            &format!("added{n}"),
+            "echo",
+            &[format!("added.{n}").as_str()],
+            &[],
+        ));
+    }
+    let report = gw.reload(next).await.unwrap();
+    assert!(report.rebound);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !publisher.is_finished(),
+        "the reload happened while messages flowed"
+    );
+    done.cancel();
+    let sent = publisher.await.unwrap();
+
+    let mut seen = BTreeSet::new();
+    let _ = tokio::time::timeout(WAIT, async {
+        while seen.len() < sent {
+            match outputs.next().await {
+                Some(m) => {
+                    seen.insert(m.payload.to_vec());
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        seen.len(),
+        sent,
+        "every message on the untouched binding was handled"
+    );
+    gw.ready(WAIT).await.unwrap();
+    let status = gw.status();
+    assert_eq!(status.bindings.len(), 11);
+    assert_eq!(
+        status.bindings[0].handled, sent as u64,
+        "its counters go on"
+    );
+    assert_eq!(ask(&nc, "added.7".into(), "new").await, "new");
     gw.stop().await;
 }

@@ -151,6 +151,87 @@ mod tests {
         );
     }
 
+    /// Ordering: jobs run in the order they were handed in, whoever handed
+    /// them in (a binding's next batch goes behind everyone else's).
+    #[tokio::test]
+    async fn jobs_run_in_the_order_they_were_handed_in() {
+        let pool = Pool::new(1);
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let blocked = pool.run(move || gate.recv().unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let jobs = (0..10).map(|n| {
+            let order = order.clone();
+            pool.run(move || order.lock().unwrap().push(n))
+        });
+        let all = futures::future::join_all(jobs);
+        tokio::pin!(all);
+        // Every job is queued behind the blocked one before it is let go.
+        assert!(futures::poll!(&mut all).is_pending());
+        open.send(()).unwrap();
+        blocked.await.unwrap();
+        all.await;
+        assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    /// Fairness: a binding that always has a batch waiting (it hands in the
+    /// next as soon as the last is done) does not keep the only thread from
+    /// another binding: the other's job runs before at most one more of the
+    /// busy binding's.
+    #[tokio::test]
+    async fn a_saturated_binding_does_not_starve_another() {
+        let pool = Pool::new(1);
+        let log = Arc::new(Mutex::new(Vec::<&str>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let (pool, log, stop) = (pool.clone(), log.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let log = log.clone();
+                    pool.run(move || {
+                        std::thread::sleep(Duration::from_millis(2));
+                        log.lock().unwrap().push("busy");
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        };
+        while log.lock().unwrap().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = log.lock().unwrap().len();
+        let l = log.clone();
+        pool.run(move || l.lock().unwrap().push("light"))
+            .await
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        busy.await.unwrap();
+        let log = log.lock().unwrap();
+        let light = log.iter().position(|&s| s == "light").unwrap();
+        assert!(
+            light <= before + 1,
+            "the light job ran after {} more busy jobs",
+            light - before
+        );
+    }
+
+    /// A saturated binding with one worker holds at most one thread: with
+    /// two threads, another binding's job runs while the busy one's is still
+    /// running (it waits for exactly that, so this would hang without it).
+    #[tokio::test]
+    async fn a_busy_binding_holds_one_thread_per_worker() {
+        let pool = Pool::new(2);
+        let (ran, wait) = std::sync::mpsc::channel::<()>();
+        let busy = pool.run(move || {
+            wait.recv_timeout(Duration::from_secs(10))
+                .expect("the other binding's job ran meanwhile")
+        });
+        let light = pool.run(move || ran.send(()).unwrap());
+        let (busy, light) = tokio::join!(busy, light);
+        busy.unwrap();
+        light.unwrap();
+    }
+
     #[tokio::test]
     async fn a_closed_pool_takes_no_jobs() {
         let pool = Pool::new(1);

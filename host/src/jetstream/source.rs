@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JsBinding, JsMessage, declare_noting};
 use crate::backoff::Backoff;
-use crate::status::{BindingState, StatusHub};
+use crate::status::{BindingState, Position, StatusHub};
 
 /// Where a JetStream binding's messages come from; re-attaches itself.
 pub struct JsSource {
@@ -22,7 +22,7 @@ pub struct JsSource {
     pub binding: Arc<JsBinding>,
     messages: pull::Stream,
     status: StatusHub,
-    index: usize,
+    index: Position,
 }
 
 impl JsSource {
@@ -31,10 +31,10 @@ impl JsSource {
         js: Context,
         binding: Arc<JsBinding>,
         status: StatusHub,
-        index: usize,
+        index: Position,
     ) -> anyhow::Result<JsSource> {
         let (messages, warning) = pull_stream(&js, &binding).await?;
-        status.set_binding_warning(index, warning);
+        status.set_binding_warning(index.get(), warning);
         Ok(JsSource {
             js,
             binding,
@@ -77,7 +77,7 @@ impl JsSource {
         let c = &self.binding.config;
         tracing::warn!(stream = %c.stream, consumer = %c.consumer, %error, "JetStream binding lost; re-attaching");
         self.status.set_binding(
-            self.index,
+            self.index.get(),
             BindingState::Rebinding,
             Some(format!("{error}; re-attaching consumer {}", c.consumer)),
         );
@@ -98,7 +98,7 @@ impl JsSource {
             match result {
                 Ok((messages, warning)) => {
                     self.messages = messages;
-                    self.status.set_binding_warning(self.index, warning);
+                    self.status.set_binding_warning(self.index.get(), warning);
                     let note = if c.create {
                         format!("re-declared consumer {} after: {error}", c.consumer)
                     } else {
@@ -106,12 +106,12 @@ impl JsSource {
                     };
                     tracing::info!(stream = %c.stream, consumer = %c.consumer, attempt, "JetStream binding restored");
                     self.status
-                        .set_binding(self.index, BindingState::Bound, Some(note));
+                        .set_binding(self.index.get(), BindingState::Bound, Some(note));
                     return true;
                 }
                 Err(e) => {
                     self.status.set_binding(
-                        self.index,
+                        self.index.get(),
                         BindingState::Rebinding,
                         Some(format!(
                             "{error}; re-attach attempt {attempt} failed: {}",

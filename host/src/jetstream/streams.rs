@@ -331,17 +331,26 @@ impl Streams {
         *lock(&self.failed) = None;
     }
 
-    /// Listen to stream advisories until `stop`, forgetting everything on
-    /// each create, update or delete. A subscription the server refuses
-    /// (permissions) only leaves the answers to [`MAX_AGE`].
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut advisories = match self.js.client().subscribe(ADVISORIES).await {
-            Ok(sub) => sub,
+    /// The subscription [`watch`](Self::watch) reads (`None`, logged, when
+    /// the server refuses it: answers then expire after [`MAX_AGE`]).
+    pub async fn advisories(&self) -> Option<async_nats::Subscriber> {
+        match self.js.client().subscribe(ADVISORIES).await {
+            Ok(sub) => Some(sub),
             Err(e) => {
                 tracing::debug!(error = %e, "stream advisories unavailable; answers expire after {MAX_AGE:?}");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Listen to stream advisories (the subscription from
+    /// [`advisories`](Self::advisories)) until `stop`, forgetting everything
+    /// on each create, update or delete.
+    pub async fn watch(
+        self: Arc<Self>,
+        mut advisories: async_nats::Subscriber,
+        stop: CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,

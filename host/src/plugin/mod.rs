@@ -187,6 +187,9 @@ pub struct Plugin {
     grants: WasiGrants,
     publish_ack: crate::config::PublishAck,
     cache_outcome: CacheOutcome,
+    /// Keeps the compiled code in the runtime's table while this plugin
+    /// uses it (entries of the same bytes share it).
+    _code: Arc<wasmtime::component::Component>,
 }
 
 /// What `[plugin.wasi]` grants, resolved at load time.
@@ -288,10 +291,10 @@ impl Plugin {
             cache = cache_outcome.as_str(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "{}",
-            if cache_outcome == CacheOutcome::Hit {
-                "plugin loaded from the compile cache"
-            } else {
-                "plugin compiled"
+            match cache_outcome {
+                CacheOutcome::Hit => "plugin loaded from the compile cache",
+                CacheOutcome::Shared => "plugin shares the compiled code of another entry",
+                _ => "plugin compiled",
             }
         );
         let (pre, handler, batch) = link(runtime, &name, &path, &component)?;
@@ -333,6 +336,7 @@ impl Plugin {
             grants,
             publish_ack: config.publish_ack,
             cache_outcome,
+            _code: component,
         })
     }
 
@@ -442,7 +446,7 @@ fn compile(
     plugin: &str,
     path: &Path,
     bytes: &[u8],
-) -> Result<(Component, CacheOutcome), LoadError> {
+) -> Result<(Arc<Component>, CacheOutcome), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
         return Err(LoadErrorKind::NotWasm.of(plugin, path));
     }

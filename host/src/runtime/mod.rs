@@ -13,13 +13,14 @@ mod host;
 
 pub(crate) use host::describe_publish_error;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -119,6 +120,9 @@ pub struct Runtime {
     linker: Arc<Linker<HostState>>,
     epoch_tick: Duration,
     cache: Option<Arc<CompileCache>>,
+    /// The components plugins use, by the SHA-256 of their bytes: a hundred
+    /// entries of one file share one copy of its machine code.
+    loaded: Arc<Mutex<HashMap<[u8; 32], Weak<Component>>>>,
 }
 
 impl Runtime {
@@ -155,6 +159,7 @@ impl Runtime {
             linker: Arc::new(linker),
             epoch_tick,
             cache: None,
+            loaded: Arc::default(),
         })
     }
 
@@ -195,17 +200,34 @@ impl Runtime {
         self.cache.clone()
     }
 
-    /// Compile a component, or load it from the cache.
+    /// The component for these bytes: the one a plugin already uses, or
+    /// compiled (or loaded from the cache). Held by the plugins that use it;
+    /// dropped with the last of them.
     pub(crate) fn compile(
         &self,
         wasm: &[u8],
-    ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
-        match &self.cache {
-            Some(cache) => {
-                cache.load_or_compile(&self.engine, wasm, || Component::new(&self.engine, wasm))
-            }
-            None => Ok((Component::new(&self.engine, wasm)?, CacheOutcome::Disabled)),
+    ) -> Result<(Arc<Component>, CacheOutcome), wasmtime::Error> {
+        let sha: [u8; 32] = Sha256::digest(wasm).into();
+        let shared =
+            |loaded: &HashMap<[u8; 32], Weak<Component>>| loaded.get(&sha).and_then(Weak::upgrade);
+        if let Some(c) = shared(&self.loaded.lock().expect("loaded components lock")) {
+            return Ok((c, CacheOutcome::Shared));
         }
+        // Compiled outside the lock: another plugin's load does not wait.
+        let (component, outcome) = match &self.cache {
+            Some(cache) => {
+                cache.load_or_compile(&self.engine, wasm, || Component::new(&self.engine, wasm))?
+            }
+            None => (Component::new(&self.engine, wasm)?, CacheOutcome::Disabled),
+        };
+        let mut loaded = self.loaded.lock().expect("loaded components lock");
+        if let Some(c) = shared(&loaded) {
+            return Ok((c, CacheOutcome::Shared));
+        }
+        let component = Arc::new(component);
+        loaded.retain(|_, c| c.strong_count() > 0);
+        loaded.insert(sha, Arc::downgrade(&component));
+        Ok((component, outcome))
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -34,6 +34,7 @@ use crate::status::{BindingState, StatusHub};
 
 mod bindings;
 pub mod machine;
+mod refused;
 
 pub use bindings::{Binding, BindingSet};
 use machine::{Action, Event, Machine, Note, Round, Settings, Update};
@@ -111,14 +112,15 @@ struct Connection {
     /// every connection; a switch away from a lame duck drains one).
     drain: CancellationToken,
     tasks: TaskTracker,
-    /// Which bindings have a dispatch task on this connection.
-    bound: Vec<bool>,
+    /// The dispatch workers of each binding that has them on this connection.
+    bound: Vec<Option<bindings::Workers>>,
 }
 
 /// What the embedding API asks of the supervisor.
 pub enum Command {
-    /// A config reload changed the binding set: stop the current workers and
-    /// bind these instead, on the same connection; then signal the sender.
+    /// A config reload changed the binding set: stop the workers of the
+    /// bindings it removed or changed and bind the new ones, on the same
+    /// connection (the others keep running); then signal the sender.
     Rebind(BindingSet, tokio::sync::oneshot::Sender<()>),
 }
 
@@ -305,7 +307,8 @@ impl Supervisor {
                     None
                 }
                 Action::MarkFailedSubscription(error) => {
-                    self.mark_failed_subscription(&error);
+                    self.mark_failed_subscription(run.conn.as_mut(), &error)
+                        .await;
                     None
                 }
                 Action::Reconnected {
@@ -427,8 +430,22 @@ impl Supervisor {
             .build(client.clone());
         let streams = Arc::new(crate::jetstream::Streams::new(js.clone()));
         let stop = CancellationToken::new();
-        // Not one of the dispatch tasks: it ends with the connection.
-        tokio::spawn(streams.clone().watch(stop.clone()));
+        // The gateway's own subscriptions come before any binding's, so a
+        // connection near its `max_subscriptions` refuses a binding (which
+        // says so) rather than these: the stream advisories, and the
+        // client's request inbox, which it makes on the first request (one
+        // nobody answers). Without the inbox no JetStream request works.
+        let advisories = streams.advisories().await;
+        let _ = client
+            .send_request(
+                format!("{}.reserve", client.new_inbox()),
+                async_nats::Request::new().timeout(Some(config.health.timeout)),
+            )
+            .await;
+        if let Some(advisories) = advisories {
+            // Not one of the dispatch tasks: it ends with the connection.
+            tokio::spawn(streams.clone().watch(advisories, stop.clone()));
+        }
         Ok(Connection {
             js,
             streams,
@@ -438,7 +455,7 @@ impl Supervisor {
             stop,
             drain: self.shutdown.child_token(),
             tasks: TaskTracker::new(),
-            bound: vec![false; self.bindings.len()],
+            bound: self.bindings.iter().map(|_| None).collect(),
         })
     }
 
@@ -472,7 +489,7 @@ impl Supervisor {
             s.server = Some(format!("{}:{}", info.host, info.port));
             s.last_probe_rtt_us = Some(rtt.as_micros().min(u64::MAX as u128) as u64);
             for (b, bound) in s.bindings.iter_mut().zip(&conn.bound) {
-                if *bound {
+                if bound.is_some() {
                     b.state = BindingState::Bound;
                     b.error = None;
                 }
@@ -652,6 +669,11 @@ fn log(note: Note) {
             why,
         } => tracing::warn!(refusals, servers, "reconnect refused: {why}"),
         Note::SlowConsumer(_) => {} // rate-limited in `record`
+        // A refused subscription is said by the binding it refused, once
+        // per cause; its retries would repeat this on every health check.
+        Note::ServerError(e) if refused::is_subscription_refusal(&e) => {
+            tracing::debug!(error = %e, "server error")
+        }
         Note::ServerError(e) => tracing::warn!(error = %e, "server error"),
         Note::LameDuck { switching: true } => {
             tracing::warn!("server entered lame duck mode; moving to another server")

@@ -1345,4 +1345,47 @@ pub struct Statistics {
     /// Number of times connection was established.
     /// Initial connect will be counted as well, then all successful reconnects.
     pub connects: AtomicU64,
+    /// The `-ERR` lines the server sent (wasmgate patch). Each is recorded
+    /// before the next operation from the server is handled, so once the
+    /// answer to a later request has arrived, every error the server sent
+    /// for the commands before it is here.
+    pub server_errors: ServerErrors,
+}
+
+/// The `-ERR` lines a server sent, numbered from 1, the latest
+/// [`ServerErrors::KEPT`] of them kept (wasmgate patch).
+#[derive(Default, Debug)]
+pub struct ServerErrors {
+    count: AtomicU64,
+    kept: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl ServerErrors {
+    /// How many of the latest errors are kept.
+    pub const KEPT: usize = 4096;
+
+    pub(crate) fn record(&self, error: String) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(error);
+        self.count.add(1, Ordering::SeqCst);
+    }
+
+    /// How many errors have arrived so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The errors after the first `seen` (as far as they are still kept),
+    /// and how many of them are no longer kept.
+    pub fn since(&self, seen: u64) -> (Vec<String>, u64) {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let count = self.count.load(Ordering::SeqCst);
+        let new = count.saturating_sub(seen);
+        let available = (kept.len() as u64).min(new);
+        let skip = kept.len() - available as usize;
+        (kept.iter().skip(skip).cloned().collect(), new - available)
+    }
 }

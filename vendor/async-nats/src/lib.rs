@@ -257,7 +257,7 @@ mod options;
 pub use auth::Auth;
 pub use client::{
     Client, PublishError, PublishErrorKind, Request, RequestError, RequestErrorKind,
-    ServerPoolError, ServerPoolErrorKind, SetServerPoolError, SetServerPoolErrorKind, Statistics,
+    ServerPoolError, ServerPoolErrorKind, SetServerPoolError, SetServerPoolErrorKind, ServerErrors, Statistics,
     SubscribeError, SubscribeErrorKind,
 };
 pub use options::{AuthError, ConnectOptions};
@@ -732,6 +732,10 @@ impl ConnectionHandler {
             }
             ServerOp::Error(error) => {
                 debug!("received ERROR: {:?}", error);
+                self.connector.connect_stats.server_errors.record(match &error {
+                    ServerError::Other(text) => text.clone(),
+                    other => other.to_string(),
+                });
                 self.connector
                     .events_tx
                     .try_send(Event::ServerError(error))

@@ -2,7 +2,7 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup,rolling] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
@@ -19,6 +19,7 @@ mod core;
 mod js;
 mod overhead;
 mod recovery;
+mod scale;
 mod startup;
 mod stats;
 
@@ -249,6 +250,30 @@ fn run(o: Options) -> anyhow::Result<()> {
                 runs: 3,
             };
             results["startup"] = startup::run(&server, &p).await?;
+        }
+        if want("fairness") {
+            eprintln!(
+                "bench: a light binding beside a saturated one (load {})",
+                load_average()
+            );
+            loads.insert("fairness".into(), load_average().into());
+            results["fairness"] = scale::fairness(&server, if o.quick { 5 } else { 20 }).await?;
+        }
+        if want("scale") {
+            eprintln!(
+                "bench: 100 to 10,000 bindings on one gateway (load {})",
+                load_average()
+            );
+            loads.insert("scale".into(), load_average().into());
+            let p = scale::Params {
+                bindings: if o.quick {
+                    vec![100, 1_000]
+                } else {
+                    vec![100, 1_000, 10_000]
+                },
+                messages: if o.quick { 20_000 } else { 100_000 },
+            };
+            results["scale"] = scale::run(&server, &p).await?;
         }
         drop(server);
         if want("recovery") {

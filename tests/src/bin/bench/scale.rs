@@ -130,7 +130,7 @@ fn toml_config(
     );
     for e in first..first + entries {
         t += &format!(
-            "\n[[plugin]]\nname = \"p{e}\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\n",
+            "\n[[plugin]]\nname = \"p{e}\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\npublish_allow = [\"out.>\"]\n",
             wasm[e % wasm.len()].display()
         );
         for j in 0..10 {
@@ -385,7 +385,7 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
         &path,
         format!(
             "[nats]\nservers = [\"{}\"]\n\n[http]\nlisten = \"{http}\"\n\n[runtime]\ncache_dir = \"{}\"\n\
-             \n[[plugin]]\nname = \"heavy\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\n\n[[plugin.binding]]\nsubject = \"heavy\"\n\
+             \n[[plugin]]\nname = \"heavy\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\npublish_allow = [\"out.>\"]\n\n[[plugin.binding]]\nsubject = \"heavy\"\n\
              \n[[plugin]]\nname = \"light\"\npath = \"{}\"\n\n[[plugin.binding]]\nsubject = \"light.*\"\n",
             server.url(),
             dir.path().join("cache").display(),

@@ -129,6 +129,7 @@ mod grants;
 mod health;
 mod http;
 mod jetstream;
+mod latency;
 pub mod plugin;
 mod reload;
 mod runtime;

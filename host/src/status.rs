@@ -107,6 +107,8 @@ macro_rules! binding_counters {
         #[derive(Debug, Default)]
         pub(crate) struct BindingCounters {
             $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            /// Latency histograms, when `[telemetry] histograms` is on.
+            pub(crate) times: Option<Box<crate::latency::Times>>,
         }
 
         /// The values of a binding's counters at one moment.
@@ -116,6 +118,14 @@ macro_rules! binding_counters {
         }
 
         impl BindingCounters {
+            /// Fresh counters, with latency histograms or without.
+            pub(crate) fn new(histograms: bool) -> BindingCounters {
+                BindingCounters {
+                    times: histograms.then(Box::default),
+                    ..BindingCounters::default()
+                }
+            }
+
             /// Every counter, read now.
             pub(crate) fn counts(&self) -> Counts {
                 Counts { $( $name: self.$name.load(Ordering::Relaxed), )* }
@@ -234,6 +244,9 @@ pub struct Status {
     /// Why the last refused reload was refused (the old version kept running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reload_error: Option<String>,
+    /// The last reload applied: what it changed and how long it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<LastReload>,
     /// Each plugin and the version of it that runs (1 at start, +1 per swap).
     pub plugins: Vec<PluginStatus>,
     /// Compile cache counts since start; absent when the cache is off.
@@ -307,6 +320,36 @@ mod rfc3339_opt {
     }
 }
 
+mod rfc3339 {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+}
+
+/// The last reload applied, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastReload {
+    /// When it was applied (RFC 3339).
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    /// Reading and checking the config and loading what changed.
+    pub load_ms: f64,
+    /// Re-binding, until the new subscriptions were confirmed (0 when the
+    /// bindings did not change).
+    pub rebind_ms: f64,
+    /// Plugins swapped to a new version, added, removed.
+    pub swapped: usize,
+    pub added: usize,
+    pub removed: usize,
+    /// Bindings left running, started, stopped by the re-binding.
+    pub bindings_kept: usize,
+    pub bindings_started: usize,
+    pub bindings_stopped: usize,
+}
+
 /// What the status shows of a binding that never changes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BindingSpec {
@@ -344,6 +387,7 @@ impl StatusHub {
             lame_duck_switches: 0,
             config_reloads: 0,
             last_reload_error: None,
+            last_reload: None,
             plugins: Vec::new(),
             compile_cache: None,
             bindings: binding_statuses(bindings),
@@ -434,6 +478,34 @@ impl StatusHub {
             b.counts = c.counts();
         }
         status
+    }
+
+    /// The status with fresh counters and, per binding in the same order,
+    /// its latency histograms (`None` when they are off), read together.
+    pub(crate) fn snapshot_with_times(
+        &self,
+    ) -> (Status, Vec<Option<[crate::latency::Snapshot; 3]>>) {
+        let status = self.snapshot();
+        let counters = self.counters.read().expect("status counters lock");
+        let times = if counters.len() == status.bindings.len() {
+            counters
+                .iter()
+                .map(|c| {
+                    c.times.as_deref().map(|t| {
+                        [
+                            t.handler.snapshot(),
+                            t.queue_wait.snapshot(),
+                            t.settle_delay.snapshot(),
+                        ]
+                    })
+                })
+                .collect()
+        } else {
+            // A reload replaced the bindings between the two reads: no
+            // histograms in this scrape rather than mislabelled ones.
+            Vec::new()
+        };
+        (status, times)
     }
 
     /// A receiver that wakes on every state change (not on counter changes).

@@ -44,10 +44,27 @@ fn counter(
     Ok(())
 }
 
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(Labels, &crate::latency::Snapshot)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in values {
+        family
+            .encode_family(labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum_secs, h.count, &h.buckets, None,
+            )?;
+    }
+    Ok(())
+}
+
 impl Collector for StatusCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         use crate::status::{BindingState, ConnectionState as S};
-        let s = self.0.snapshot();
+        let (s, times) = self.0.snapshot_with_times();
         let none = Labels::new;
         let states = [
             S::Connecting,
@@ -212,6 +229,32 @@ impl Collector for StatusCollector {
             let values: Vec<(Labels, u64)> =
                 s.bindings.iter().map(|b| (binding(b), value(b))).collect();
             counter(&mut e, name, help, &values)?;
+        }
+        let latency: [(&str, &str); 3] = [
+            (
+                "wasmgate_handler_duration_seconds",
+                "Time in the plugin per call (a handle call, or one handle-batch call for its batch)",
+            ),
+            (
+                "wasmgate_queue_wait_seconds",
+                "Per message, from its arrival in the gateway to the start of the call that handles it",
+            ),
+            (
+                "wasmgate_jetstream_settle_delay_seconds",
+                "Per JetStream message settled, from its store time in the stream to its ack, nak or term",
+            ),
+        ];
+        for (i, (name, help)) in latency.iter().enumerate() {
+            let values: Vec<(Labels, &crate::latency::Snapshot)> = s
+                .bindings
+                .iter()
+                .zip(&times)
+                .filter(|(b, _)| i < 2 || b.stream.is_some())
+                .filter_map(|(b, t)| Some((binding(b), &t.as_ref()?[i])))
+                .collect();
+            if !values.is_empty() {
+                histogram(&mut e, name, help, &values)?;
+            }
         }
         if let Some(c) = &s.compile_cache {
             let outcome = |name: &str| vec![("outcome".to_string(), name.to_string())];

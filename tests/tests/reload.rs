@@ -256,6 +256,29 @@ async fn a_reload_leaves_the_bindings_it_did_not_change_running() {
     }
     let report = gw.reload(next).await.unwrap();
     assert!(report.rebound);
+    assert_eq!(
+        (
+            report.bindings_kept,
+            report.bindings_started,
+            report.bindings_stopped
+        ),
+        (1, 10, 1),
+        "{report:?}"
+    );
+    assert!(report.rebind_time > Duration::ZERO, "{report:?}");
+    let last = gw
+        .status()
+        .last_reload
+        .expect("the reload is in the status");
+    assert_eq!((last.added, last.removed, last.swapped), (10, 1, 0));
+    assert_eq!(
+        (
+            last.bindings_kept,
+            last.bindings_started,
+            last.bindings_stopped
+        ),
+        (1, 10, 1)
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !publisher.is_finished(),

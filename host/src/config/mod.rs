@@ -33,6 +33,7 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     pub http: HttpConfig,
     pub runtime: RuntimeConfig,
+    pub telemetry: TelemetryConfig,
     /// The plugins and their bindings (`[[plugin]]` tables).
     #[serde(rename = "plugin", skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginConfig>,
@@ -251,6 +252,21 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8480".into(),
         }
+    }
+}
+
+/// `[telemetry]`: what the gateway measures beyond its counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Latency histograms per binding in `/metrics` (handler duration, queue
+    /// wait, JetStream settle delay). Read at start, like `[runtime]`.
+    pub histograms: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { histograms: true }
     }
 }
 

@@ -89,6 +89,7 @@ impl Dispatch {
         rt: &Handle,
         instance: &mut Option<Instance>,
         batch: &mut Vec<Incoming>,
+        arrivals: &[Instant],
         state: &mut Batching,
         out: &mut Vec<Send>,
     ) {
@@ -124,11 +125,22 @@ impl Dispatch {
                 .collect()
         });
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        let times = self.counters.times.as_deref();
+        let call_start = times.map(|t| {
+            let now = Instant::now();
+            for &arrived in arrivals {
+                t.waited(arrived, now, 1);
+            }
+            now
+        });
         let result = match instance {
             Some(inst) => Ok(inst),
             None => self.plugin.instantiate().map(|i| instance.insert(i)),
         }
         .and_then(|inst| inst.handle_batch(&mut state.encoded, &mut state.results));
+        if let (Some(t), Some(start)) = (times, call_start) {
+            t.handler.record(start.elapsed());
+        }
         if let Some(ticker) = keep_alive {
             ticker.abort();
         }
@@ -180,8 +192,9 @@ impl Dispatch {
                     error = %e,
                     "batch failed; handling its messages one at a time"
                 );
+                // Their queue wait is already counted, from this call.
                 for msg in batch.drain(..) {
-                    self.process(rt, instance, msg, started, out);
+                    self.process(rt, instance, msg, started, None, out);
                 }
             }
         }

@@ -20,10 +20,11 @@ impl Dispatch {
         &self,
         instance: &mut Option<Instance>,
         msg: async_nats::Message,
+        arrived: Option<std::time::Instant>,
         out: &mut Vec<Send>,
     ) {
         let input = Message::from(msg);
-        match self.call(instance, &input, None) {
+        match self.call(instance, &input, None, arrived) {
             Ok(Handled { outcome, outbox }) => {
                 self.core_outcome(input.reply_to, outcome, outbox.into_iter(), out)
             }

@@ -129,6 +129,8 @@ enum Full {
 struct Chunk {
     messages: Vec<Message>,
     bytes: usize,
+    /// When its first message was read (for the queue-wait histogram).
+    at: std::time::Instant,
 }
 
 /// Most messages, and bytes, in one chunk. A budget can be passed by at
@@ -141,6 +143,8 @@ pub struct Inbox {
     rx: mpsc::UnboundedReceiver<Chunk>,
     /// The chunk being taken (its bytes already given back).
     taking: std::collections::VecDeque<Message>,
+    /// When that chunk arrived.
+    taking_at: std::time::Instant,
     budgets: Budgets,
 }
 
@@ -177,14 +181,21 @@ impl Inbox {
         Inbox {
             rx,
             taking: std::collections::VecDeque::new(),
+            taking_at: std::time::Instant::now(),
             budgets,
         }
     }
 
     fn take(&mut self, chunk: Chunk) -> Option<Message> {
         self.budgets.give(chunk.bytes);
+        self.taking_at = chunk.at;
         self.taking.extend(chunk.messages);
         self.taking.pop_front()
+    }
+
+    /// When the message last taken arrived in the gateway.
+    pub fn arrived(&self) -> std::time::Instant {
+        self.taking_at
     }
 
     /// The next message; `None` once the reader has ended (drained, retired,
@@ -239,11 +250,13 @@ impl Reader {
                 m = sub.next() => m,
             };
             let Some(first) = next else { break };
+            let at = std::time::Instant::now();
             // The first message and whatever else the client has queued.
             let mut room = self.budgets.room();
             let mut chunk = Chunk {
                 messages: Vec::new(),
                 bytes: 0,
+                at,
             };
             let mut dropped = 0u64;
             let mut m = Some(first);

@@ -25,6 +25,7 @@ impl Dispatch {
         instance: &mut Option<Instance>,
         msg: Box<JsMessage>,
         batch_started: Instant,
+        arrived: Option<Instant>,
         out: &mut Vec<Send>,
     ) {
         // Messages queued behind slow ones in this batch, and calls that may
@@ -47,7 +48,7 @@ impl Dispatch {
         let mut input = Message::from(msg.msg.message.clone());
         // The reply subject of a JetStream message is its ack subject, not a requester.
         input.reply_to = None;
-        let result = self.call(instance, &input, delivery);
+        let result = self.call(instance, &input, delivery, arrived);
         if let Some(ticker) = ticker {
             ticker.abort();
         }

@@ -125,6 +125,8 @@ enum Incoming {
 struct Work {
     instance: Option<Instance>,
     batch: Vec<Incoming>,
+    /// When each message of `batch` arrived, while latency is measured.
+    arrivals: Vec<Instant>,
     out: Vec<Send>,
     batching: batch::Batching,
 }
@@ -152,12 +154,14 @@ impl Dispatch {
             // Grown on first use: reserved up front, the two cost about
             // 50 KB per binding, 500 MB idle at 10,000 bindings.
             batch: Vec::new(),
+            arrivals: Vec::new(),
             out: Vec::new(),
             batching: batch::Batching::new(&self.plugin),
         };
         loop {
+            let limit = work.batching.limit();
             match self
-                .next_batch(&mut work.batch, work.batching.limit())
+                .next_batch(&mut work.batch, &mut work.arrivals, limit)
                 .await
             {
                 Step::Batch => {}
@@ -184,6 +188,7 @@ impl Dispatch {
                     Admit::Stopped => return false,
                     Admit::Shed => {
                         self.shed(&mut work.batch, &mut work.out);
+                        work.arrivals.clear();
                         if !self.hand_off(tx, &mut work.out).await {
                             return false;
                         }
@@ -221,18 +226,29 @@ impl Dispatch {
                 rt,
                 &mut w.instance,
                 &mut w.batch,
+                &w.arrivals,
                 &mut w.batching,
                 &mut w.out,
             );
         } else {
+            let mut arrivals = w.arrivals.iter().copied();
             for msg in w.batch.drain(..) {
-                self.process(rt, &mut w.instance, msg, started, &mut w.out);
+                let arrived = arrivals.next();
+                self.process(rt, &mut w.instance, msg, started, arrived, &mut w.out);
             }
         }
+        w.arrivals.clear();
     }
 
-    /// Wait for a message, then take up to `limit` in all of those already buffered.
-    async fn next_batch(&mut self, batch: &mut Vec<Incoming>, limit: usize) -> Step {
+    /// Wait for a message, then take up to `limit` in all of those already
+    /// buffered (with their arrival times while latency is measured).
+    async fn next_batch(
+        &mut self,
+        batch: &mut Vec<Incoming>,
+        arrivals: &mut Vec<Instant>,
+        limit: usize,
+    ) -> Step {
+        let timed = self.counters.times.is_some();
         match &mut self.source {
             Source::Core(inbox) => {
                 // A drain ends the inbox once what the server sent is in it,
@@ -247,10 +263,16 @@ impl Dispatch {
                     },
                 };
                 batch.push(Incoming::Core(first));
+                if timed {
+                    arrivals.push(inbox.arrived());
+                }
                 while batch.len() < limit {
                     match inbox.try_recv() {
                         Some(msg) => batch.push(Incoming::Core(msg)),
                         None => break,
+                    }
+                    if timed {
+                        arrivals.push(inbox.arrived());
                     }
                 }
             }
@@ -264,12 +286,18 @@ impl Dispatch {
                         None => return Step::Stop,
                     },
                 };
+                // Stamped as the worker takes them: the pull's own buffer
+                // is the client's.
+                let now = timed.then(Instant::now);
                 batch.push(Incoming::Js(Box::new(first)));
                 while batch.len() < limit {
                     match js.try_next() {
                         Some(msg) => batch.push(Incoming::Js(Box::new(msg))),
                         None => break,
                     }
+                }
+                if let Some(now) = now {
+                    arrivals.resize(batch.len(), now);
                 }
             }
         }
@@ -335,6 +363,7 @@ impl Dispatch {
         instance: &mut Option<Instance>,
         msg: Incoming,
         batch_started: Instant,
+        arrived: Option<Instant>,
         out: &mut Vec<Send>,
     ) {
         let (subject, size) = match &msg {
@@ -344,8 +373,8 @@ impl Dispatch {
         let span = self.message_span(subject, size);
         let _entered = span.enter();
         match msg {
-            Incoming::Core(msg) => self.process_core(instance, msg, out),
-            Incoming::Js(msg) => self.process_js(rt, instance, msg, batch_started, out),
+            Incoming::Core(msg) => self.process_core(instance, msg, arrived, out),
+            Incoming::Js(msg) => self.process_js(rt, instance, msg, batch_started, arrived, out),
         }
     }
 
@@ -361,18 +390,31 @@ impl Dispatch {
         )
     }
 
-    /// Run `handle`, replacing a trapped instance. `Err` is a trap or deadline.
+    /// Run `handle`, replacing a trapped instance. `Err` is a trap or
+    /// deadline. `arrived`: when the message arrived, for its queue wait.
     fn call(
         &self,
         instance: &mut Option<Instance>,
         input: &Message,
         delivery: Option<JetstreamInfo>,
+        arrived: Option<Instant>,
     ) -> Result<Handled, CallError> {
+        let times = self.counters.times.as_deref();
+        let start = times.map(|t| {
+            let now = Instant::now();
+            if let Some(arrived) = arrived {
+                t.waited(arrived, now, 1);
+            }
+            now
+        });
         let inst = match instance {
             Some(inst) => inst,
             None => instance.insert(self.plugin.instantiate()?),
         };
         let result = inst.handle_with(input, delivery);
+        if let (Some(t), Some(start)) = (times, start) {
+            t.handler.record(start.elapsed());
+        }
         if result.is_err() {
             *instance = None;
         }

@@ -400,6 +400,7 @@ impl Output {
         let Some(binding) = &self.binding else {
             return;
         };
+        let stored_ms = msg.meta.map(|m| m.published_ms);
         let result = crate::jetstream::settle::execute(
             &self.streams,
             &self.js,
@@ -409,9 +410,16 @@ impl Output {
             &self.counters,
         )
         .await;
-        if let Err(e) = result {
-            self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = self.plugin.as_str(), error = %crate::errors::anyhow_chain(&e), "settling a JetStream message failed");
+        match result {
+            Ok(()) => {
+                if let (Some(t), Some(ms)) = (self.counters.times.as_deref(), stored_ms) {
+                    t.settled(ms);
+                }
+            }
+            Err(e) => {
+                self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = self.plugin.as_str(), error = %crate::errors::anyhow_chain(&e), "settling a JetStream message failed");
+            }
         }
     }
 }

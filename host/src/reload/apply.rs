@@ -22,6 +22,14 @@ pub struct ReloadReport {
     pub rebound: bool,
     /// Changed settings outside plugins, which need a restart.
     pub needs_restart: Vec<String>,
+    /// Bindings the re-binding left running, started, and stopped.
+    pub bindings_kept: usize,
+    pub bindings_started: usize,
+    pub bindings_stopped: usize,
+    /// Reading and checking the config and loading what changed.
+    pub load_time: std::time::Duration,
+    /// Re-binding, until the new subscriptions were confirmed.
+    pub rebind_time: std::time::Duration,
 }
 
 /// What the catalog hands back from a reload: the report, and the binding
@@ -103,7 +111,8 @@ impl Catalog {
 }
 
 /// The sections read only at start: the connection, its health checks and
-/// reconnect policy, the HTTP listener and the WebAssembly engine.
+/// reconnect policy, the HTTP listener, the WebAssembly engine and what
+/// is measured.
 fn restart_sections(old: &Config, new: &Config) -> Vec<String> {
     [
         ("nats", old.nats != new.nats),
@@ -111,6 +120,7 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<String> {
         ("reconnect", old.reconnect != new.reconnect),
         ("http", old.http != new.http),
         ("runtime", old.runtime != new.runtime),
+        ("telemetry", old.telemetry != new.telemetry),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

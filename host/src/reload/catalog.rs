@@ -59,6 +59,8 @@ pub struct Catalog {
     pub(super) config: Config,
     pub(super) plugins: BTreeMap<String, Loaded>,
     counters: HashMap<BindingKey, Arc<BindingCounters>>,
+    /// `[telemetry] histograms` as the gateway started (a restart setting).
+    histograms: bool,
 }
 
 impl Catalog {
@@ -76,6 +78,7 @@ impl Catalog {
         let mut catalog = Catalog {
             runtime,
             max_payload,
+            histograms: config.telemetry.histograms,
             config,
             plugins,
             counters: HashMap::new(),
@@ -119,7 +122,11 @@ impl Catalog {
             let slot = &self.plugins[&p.name].slot;
             for b in &p.bindings {
                 let key = BindingKey::new(p, b);
-                let c = self.counters.get(&key).cloned().unwrap_or_default();
+                let c = self
+                    .counters
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(BindingCounters::new(self.histograms)));
                 counters.insert(key, c.clone());
                 let (spec, binding) = build_binding(p, b, slot, c);
                 specs.push(spec);

@@ -34,7 +34,7 @@ mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -44,7 +44,7 @@ pub use catalog::Catalog;
 use crate::GatewayError;
 use crate::config::Config;
 use crate::plugin::Plugin;
-use crate::status::StatusHub;
+use crate::status::{LastReload, StatusHub};
 use crate::supervisor::Command;
 use apply::Applied;
 
@@ -88,12 +88,13 @@ impl Reloader {
     /// `Gateway::start` makes: credentials moved out of its URLs, validation.
     pub async fn reload(&self, mut config: Config) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
+        let started = Instant::now();
         let result = config
             .move_url_credentials("config")
             .and_then(|()| config.validate("config"))
             .map_err(anyhow::Error::from)
             .and_then(|()| catalog.reload(config));
-        self.finish(&catalog, result)
+        self.finish(&catalog, started, result)
             .await
             .map_err(GatewayError::Reload)
     }
@@ -101,8 +102,9 @@ impl Reloader {
     /// Reload one plugin's component from its file (the old one stays on error).
     pub async fn reload_plugin(&self, name: &str) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
+        let started = Instant::now();
         let result = swap_plugin(&mut catalog, name);
-        self.finish(&catalog, result)
+        self.finish(&catalog, started, result)
             .await
             .map_err(GatewayError::Reload)
     }
@@ -110,8 +112,9 @@ impl Reloader {
     /// Reload the config file at `path` (what SIGHUP does).
     pub async fn reload_file(&self, path: &Path) -> Result<ReloadReport, GatewayError> {
         let mut catalog = self.catalog.lock().await;
+        let started = Instant::now();
         let result = load_file(&mut catalog, path);
-        self.finish(&catalog, result)
+        self.finish(&catalog, started, result)
             .await
             .map_err(GatewayError::Reload)
     }
@@ -122,24 +125,34 @@ impl Reloader {
     async fn finish(
         &self,
         catalog: &Catalog,
+        started: Instant,
         result: anyhow::Result<Applied>,
     ) -> anyhow::Result<ReloadReport> {
         match result {
-            Ok((report, set)) => {
+            Ok((mut report, set)) => {
+                report.load_time = started.elapsed();
                 if let Some(set) = set {
+                    let rebinding = Instant::now();
                     let (done, applied) = oneshot::channel();
-                    if self.commands.send(Command::Rebind(set, done)).is_ok() {
-                        let _ = tokio::time::timeout(REBIND_WAIT, applied).await;
+                    if self.commands.send(Command::Rebind(set, done)).is_ok()
+                        && let Ok(Ok(r)) = tokio::time::timeout(REBIND_WAIT, applied).await
+                    {
+                        report.bindings_kept = r.kept;
+                        report.bindings_started = r.started;
+                        report.bindings_stopped = r.stopped;
                     }
+                    report.rebind_time = rebinding.elapsed();
                 }
                 if !report.needs_restart.is_empty() {
                     tracing::warn!(sections = ?report.needs_restart, "these config sections changed but apply only after a restart");
                 }
                 tracing::info!(?report, "reload applied");
                 self.status.set_plugins(catalog.slots());
+                let last = last_reload(&report);
                 self.status.update(|s| {
                     s.config_reloads += 1;
                     s.last_reload_error = None;
+                    s.last_reload = Some(last);
                 });
                 Ok(report)
             }
@@ -150,6 +163,21 @@ impl Reloader {
                 Err(e)
             }
         }
+    }
+}
+
+/// What `/status` shows of a reload applied now.
+fn last_reload(r: &ReloadReport) -> LastReload {
+    LastReload {
+        at: SystemTime::now(),
+        load_ms: r.load_time.as_secs_f64() * 1e3,
+        rebind_ms: r.rebind_time.as_secs_f64() * 1e3,
+        swapped: r.swapped.len(),
+        added: r.added.len(),
+        removed: r.removed.len(),
+        bindings_kept: r.bindings_kept,
+        bindings_started: r.bindings_started,
+        bindings_stopped: r.bindings_stopped,
     }
 }
 

@@ -92,16 +92,18 @@ impl Reloader {
         let mut catalog = self.catalog.lock().await;
         if config_changed {
             // The new config covers any plugin files changed with it.
+            let started = std::time::Instant::now();
             let result = load_file(&mut catalog, config_path);
-            let _ = self.finish(&catalog, result).await;
+            let _ = self.finish(&catalog, started, result).await;
             return;
         }
         let mut names: Vec<String> = changed.iter().flat_map(|p| catalog.plugins_at(p)).collect();
         names.sort();
         names.dedup();
         for name in names {
+            let started = std::time::Instant::now();
             let result = swap_plugin(&mut catalog, &name);
-            let _ = self.finish(&catalog, result).await;
+            let _ = self.finish(&catalog, started, result).await;
         }
     }
 }

@@ -339,7 +339,11 @@ impl Supervisor {
     /// meanwhile is handled as usual); the others stop after the message in
     /// hand and the new ones are bound. The machine then has a probe confirm
     /// them (`Event::Rebound`).
-    pub(super) async fn rebind(&mut self, conn: &mut Connection, set: BindingSet) {
+    pub(super) async fn rebind(
+        &mut self,
+        conn: &mut Connection,
+        mut set: BindingSet,
+    ) -> super::Rebound {
         let mut old: HashMap<Key, Vec<usize>> = HashMap::new();
         for (i, b) in self.bindings.iter().enumerate() {
             old.entry(Key::of(b)).or_default().push(i);
@@ -347,7 +351,6 @@ impl Supervisor {
         let mut running = std::mem::take(&mut conn.bound);
         let mut kept = Vec::with_capacity(set.bindings.len());
         let mut bound = Vec::with_capacity(set.bindings.len());
-        let mut set = set;
         for (i, b) in set.bindings.iter_mut().enumerate() {
             let from = old.get_mut(&Key::of(b)).and_then(|list| {
                 let at = list.iter().position(|&o| self.bindings[o].same(b))?;
@@ -364,10 +367,16 @@ impl Supervisor {
             bound.push(workers);
         }
         let retired: Vec<Workers> = running.into_iter().flatten().collect();
+        let kept_count = kept.iter().flatten().count();
+        let rebound = super::Rebound {
+            kept: kept_count,
+            started: set.bindings.len() - kept_count,
+            stopped: retired.len(),
+        };
         tracing::info!(
             bindings = set.bindings.len(),
-            kept = kept.iter().flatten().count(),
-            stopped = retired.len(),
+            kept = rebound.kept,
+            stopped = rebound.stopped,
             "re-binding after a config reload"
         );
         let wait = self.longest_handler() + Duration::from_secs(1);
@@ -380,6 +389,7 @@ impl Supervisor {
         self.bindings = set.bindings;
         conn.bound = bound;
         self.bind_missing(conn).await;
+        rebound
     }
 }
 

@@ -121,7 +121,15 @@ pub enum Command {
     /// A config reload changed the binding set: stop the workers of the
     /// bindings it removed or changed and bind the new ones, on the same
     /// connection (the others keep running); then signal the sender.
-    Rebind(BindingSet, tokio::sync::oneshot::Sender<()>),
+    Rebind(BindingSet, tokio::sync::oneshot::Sender<Rebound>),
+}
+
+/// What a re-binding did: bindings kept running, started, stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebound {
+    pub kept: usize,
+    pub started: usize,
+    pub stopped: usize,
 }
 
 pub struct Supervisor {
@@ -159,7 +167,7 @@ struct Run {
 /// What woke the supervisor.
 enum Input {
     Event(Event),
-    Rebind(BindingSet, oneshot::Sender<()>),
+    Rebind(BindingSet, oneshot::Sender<Rebound>),
 }
 
 impl Supervisor {
@@ -230,12 +238,13 @@ impl Supervisor {
             let actions = match input {
                 Input::Event(event) => run.machine.on(event),
                 Input::Rebind(set, done) => {
-                    if let Some(conn) = run.conn.as_mut() {
-                        self.rebind(conn, set).await;
-                    }
+                    let rebound = match run.conn.as_mut() {
+                        Some(conn) => self.rebind(conn, set).await,
+                        None => Rebound::default(),
+                    };
                     let actions = run.machine.on(Event::Rebound);
                     let exit = self.execute(&mut run, actions).await;
-                    let _ = done.send(());
+                    let _ = done.send(rebound);
                     if let Some(exit) = exit {
                         return exit;
                     }

@@ -8,9 +8,9 @@
 //! warm compile cache (spawn until `GET /readyz` answers 200), resident
 //! memory and OS threads after two idle seconds, CPU used over five idle
 //! seconds, and the time to handle messages spread evenly over every
-//! binding against the same messages on one binding. At 100 and 1,000
-//! bindings, a config reload (SIGHUP) that adds ten entries and one that
-//! removes them, until every binding is bound again.
+//! binding against the same messages on one binding. At each size, a
+//! config reload (SIGHUP) that adds ten entries and one that removes them,
+//! until every binding is bound again, with the gateway's own split of it.
 //!
 //! Fairness: a light binding answering 10 requests a second, its request
 //! round trips measured on an idle gateway and then while another plugin's
@@ -201,26 +201,43 @@ async fn handle_all(
     Ok(t.elapsed())
 }
 
-/// SIGHUP after writing `config`, then the time until the status shows the
-/// reload and `bindings` bindings, every one bound.
-async fn reload(c: &Child, path: &Path, config: &str, bindings: usize) -> anyhow::Result<Duration> {
+/// SIGHUP with `config` written to `path`, until the status shows one more
+/// reload and `bindings` bindings, every one bound: the time seen from
+/// outside, and the gateway's own figures for it (`last_reload`: reading,
+/// checking and loading; re-binding until the server confirmed).
+async fn reload(
+    c: &Child,
+    path: &Path,
+    config: &str,
+    bindings: usize,
+) -> anyhow::Result<(Duration, f64, f64)> {
     let before = c.status().await?["config_reloads"].as_u64().unwrap_or(0);
     std::fs::write(path, config)?;
     let t = Instant::now();
     c.signal(nix::sys::signal::Signal::SIGHUP)?;
+    // Polling a /status of 10,000 bindings costs the gateway too.
+    let poll = Duration::from_millis(if bindings > 2_000 { 50 } else { 5 });
     loop {
         let s = c.status().await?;
         let all = s["bindings"]
             .as_array()
             .map(|b| b.len() == bindings && b.iter().all(|b| b["state"] == "bound"));
         if s["config_reloads"].as_u64().unwrap_or(0) > before && all == Some(true) {
-            return Ok(t.elapsed());
+            let outside = t.elapsed();
+            let last = &s["last_reload"];
+            return Ok((
+                outside,
+                last["load_ms"].as_f64().context("last_reload.load_ms")?,
+                last["rebind_ms"]
+                    .as_f64()
+                    .context("last_reload.rebind_ms")?,
+            ));
         }
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(60),
             "reload not done in 60 s"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -270,26 +287,31 @@ async fn one(
     let ratio = median(&single) / median(&spread);
 
     let mut reloads = Value::Null;
-    if bindings <= 1_000 && files == Files::Shared {
+    if files == Files::Shared {
         let mut added = text.clone();
         added += &toml_config(server, 10, entries, &http, &cache, &wasm)
             .split_once("\n[[plugin]]")
             .map(|(_, rest)| format!("\n[[plugin]]{rest}"))
             .unwrap_or_default();
-        let mut add = Vec::new();
-        let mut remove = Vec::new();
+        let (mut add, mut add_load, mut add_rebind) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut remove, mut remove_load, mut remove_rebind) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
-            add.push(
-                reload(&c, &path, &added, bindings + 100)
-                    .await?
-                    .as_secs_f64()
-                    * 1e3,
-            );
-            remove.push(reload(&c, &path, &text, bindings).await?.as_secs_f64() * 1e3);
+            let (outside, load, rebind) = reload(&c, &path, &added, bindings + 100).await?;
+            add.push(outside.as_secs_f64() * 1e3);
+            add_load.push(load);
+            add_rebind.push(rebind);
+            let (outside, load, rebind) = reload(&c, &path, &text, bindings).await?;
+            remove.push(outside.as_secs_f64() * 1e3);
+            remove_load.push(load);
+            remove_rebind.push(rebind);
         }
         reloads = json!({
             "add_10_entries": Sample::new("ms", add),
+            "add_10_load": Sample::new("ms", add_load),
+            "add_10_rebind": Sample::new("ms", add_rebind),
             "remove_10_entries": Sample::new("ms", remove),
+            "remove_10_load": Sample::new("ms", remove_load),
+            "remove_10_rebind": Sample::new("ms", remove_rebind),
         });
     }
     let peak = c.proc_field("VmHWM:")? / 1024.0;
@@ -312,9 +334,16 @@ async fn one(
         if reloads.is_null() {
             String::new()
         } else {
+            let m = |k: &str| reloads[k]["median"].as_f64().unwrap_or(f64::NAN);
             format!(
-                "; reload +10 entries {} ms, -10 entries {} ms",
-                reloads["add_10_entries"]["median"], reloads["remove_10_entries"]["median"]
+                "; reload +10 entries {:.1} ms (gateway: load {:.1} + re-bind {:.1}), \
+                 -10 entries {:.1} ms (load {:.1} + re-bind {:.1})",
+                m("add_10_entries"),
+                m("add_10_load"),
+                m("add_10_rebind"),
+                m("remove_10_entries"),
+                m("remove_10_load"),
+                m("remove_10_rebind"),
             )
         }
     );
@@ -377,64 +406,175 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[i]
 }
 
+/// The cumulative buckets of one histogram of the `light` binding in `/metrics`.
+async fn light_buckets(c: &Child, name: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = reqwest::get(format!("http://{}/metrics", c.http))
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("{name}_bucket{{le=\"");
+    let labels = ",plugin=\"light\",subject=\"light.*\"} ";
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(labels))
+    {
+        let rest = &line[prefix.len()..];
+        let (le, rest) = rest.split_once('"').context("le label")?;
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        let n: f64 = rest.rsplit_once(' ').context("value")?.1.parse()?;
+        out.push((le, n));
+    }
+    anyhow::ensure!(
+        !out.is_empty(),
+        "no {name} for the light binding in /metrics"
+    );
+    Ok(out)
+}
+
+/// The bucket bound (ms) holding the `p` quantile of what was recorded
+/// between two readings of the same histogram.
+fn bucket_quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> f64 {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a - b))
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    delta
+        .iter()
+        .find(|(_, n)| *n >= p * total)
+        .map_or(f64::NAN, |(le, _)| le * 1e3)
+}
+
+/// Keep `subject`'s binding saturated: publish until 40,000 are in flight,
+/// wait for its outputs (`outputs`) to bring that under 20,000, again.
+async fn saturate(
+    url: String,
+    subject: &'static str,
+    outputs: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
+    let load = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await?;
+    let mut outputs = load.subscribe(outputs).await?;
+    load.flush().await?;
+    Ok(tokio::spawn(async move {
+        let payload = bytes::Bytes::from(vec![b'a'; 128]);
+        let mut sent: u64 = 0;
+        let mut seen: u64 = 0;
+        while !stop.is_cancelled() {
+            while sent - seen < 40_000 {
+                load.publish(subject, payload.clone()).await?;
+                sent += 1;
+            }
+            load.flush().await?;
+            while sent - seen > 20_000 {
+                tokio::select! {
+                    m = outputs.next() => { m.context("outputs ended")?; seen += 1; }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+        anyhow::Ok(seen)
+    }))
+}
+
+/// One phase of the fairness run: the light binding's round trips, and
+/// what its gateway measured of them (queue wait, handler) as bucket bounds.
+struct Phase {
+    round_trips: Vec<f64>,
+    queue_wait_p99_ms: f64,
+    handler_p99_ms: f64,
+}
+
+async fn phase(nc: &async_nats::Client, light: &Child, secs: u64) -> anyhow::Result<Phase> {
+    let (w0, h0) = (
+        light_buckets(light, "wasmgate_queue_wait_seconds").await?,
+        light_buckets(light, "wasmgate_handler_duration_seconds").await?,
+    );
+    let round_trips = light_round_trips(nc, secs).await?;
+    let (w1, h1) = (
+        light_buckets(light, "wasmgate_queue_wait_seconds").await?,
+        light_buckets(light, "wasmgate_handler_duration_seconds").await?,
+    );
+    Ok(Phase {
+        round_trips,
+        queue_wait_p99_ms: bucket_quantile_ms(&w0, &w1, 0.99),
+        handler_p99_ms: bucket_quantile_ms(&h0, &h1, 0.99),
+    })
+}
+
+impl Phase {
+    fn show(&self) -> String {
+        format!(
+            "{:.2}/{:.2} ms (in the gateway p99: queue wait <= {} ms, handler <= {} ms)",
+            percentile(self.round_trips.clone(), 0.5),
+            percentile(self.round_trips.clone(), 0.99),
+            self.queue_wait_p99_ms,
+            self.handler_p99_ms
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "p50_ms": percentile(self.round_trips.clone(), 0.5),
+            "p99_ms": percentile(self.round_trips.clone(), 0.99),
+            "gateway_queue_wait_p99_bucket_ms": self.queue_wait_p99_ms,
+            "gateway_handler_p99_bucket_ms": self.handler_p99_ms,
+            "round_trips_ms": self.round_trips,
+        })
+    }
+}
+
+fn heavy_config(server: &NatsServer, http: &str, cache: &Path, with_light: bool) -> String {
+    let mut text = format!(
+        "[nats]\nservers = [\"{}\"]\n\n[http]\nlisten = \"{http}\"\n\n[runtime]\ncache_dir = \"{}\"\n\
+         \n[[plugin]]\nname = \"heavy\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\npublish_allow = [\"out.>\"]\n\n[[plugin.binding]]\nsubject = \"{}\"\n",
+        server.url(),
+        cache.display(),
+        plugin_wasm("uppercase").display(),
+        if with_light { "heavy" } else { "heavy2" },
+    );
+    if with_light {
+        text += &format!(
+            "\n[[plugin]]\nname = \"light\"\npath = \"{}\"\n\n[[plugin.binding]]\nsubject = \"light.*\"\n",
+            plugin_wasm("echo").display(),
+        );
+    }
+    text
+}
+
+/// The light binding idle, beside a saturated binding of another plugin in
+/// the same gateway, and beside the same load in another gateway process
+/// (what the machine's two cores cost on their own).
 pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
     let http = format!("127.0.0.1:{}", free_port());
     let path = dir.path().join("wasmgate.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[nats]\nservers = [\"{}\"]\n\n[http]\nlisten = \"{http}\"\n\n[runtime]\ncache_dir = \"{}\"\n\
-             \n[[plugin]]\nname = \"heavy\"\npath = \"{}\"\nconfig = {{ prefix = \"out\" }}\npublish_allow = [\"out.>\"]\n\n[[plugin.binding]]\nsubject = \"heavy\"\n\
-             \n[[plugin]]\nname = \"light\"\npath = \"{}\"\n\n[[plugin.binding]]\nsubject = \"light.*\"\n",
-            server.url(),
-            dir.path().join("cache").display(),
-            plugin_wasm("uppercase").display(),
-            plugin_wasm("echo").display(),
-        ),
-    )?;
+    std::fs::write(&path, heavy_config(server, &http, &cache, true))?;
     let (c, _) = Child::start(&path, http).await?;
     let nc = async_nats::connect(server.url()).await?;
     // Warm up, then idle.
     light_round_trips(&nc, 1).await?;
-    let idle = light_round_trips(&nc, secs).await?;
+    let idle = phase(&nc, &c, secs).await?;
 
-    // Keep the heavy binding's backlog between 20,000 and 40,000 messages.
-    let load = async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 20)
-        .connect(server.url())
-        .await?;
-    let mut outputs = load.subscribe("out.heavy").await?;
-    load.flush().await?;
+    // The same gateway's heavy binding saturated.
     let stop = tokio_util::sync::CancellationToken::new();
-    let heavy = {
-        let (load, stop) = (load.clone(), stop.clone());
-        tokio::spawn(async move {
-            let payload = bytes::Bytes::from(vec![b'a'; 128]);
-            let mut sent: u64 = 0;
-            let mut seen: u64 = 0;
-            while !stop.is_cancelled() {
-                while sent - seen < 40_000 {
-                    load.publish("heavy", payload.clone()).await?;
-                    sent += 1;
-                }
-                load.flush().await?;
-                while sent - seen > 20_000 {
-                    tokio::select! {
-                        m = outputs.next() => { m.context("outputs ended")?; seen += 1; }
-                        _ = stop.cancelled() => break,
-                    }
-                }
-            }
-            anyhow::Ok(seen)
-        })
-    };
+    let heavy = saturate(server.url(), "heavy", "out.heavy", stop.clone()).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t = Instant::now();
     let before = c.status().await?["bindings"][0]["handled"]
         .as_u64()
         .unwrap_or(0);
-    let loaded = light_round_trips(&nc, secs).await?;
+    let loaded = phase(&nc, &c, secs).await?;
     let after = c.status().await?["bindings"][0]["handled"]
         .as_u64()
         .unwrap_or(0);
@@ -444,30 +584,40 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
     let dropped = c.status().await?["bindings"][0]["dropped"]
         .as_u64()
         .unwrap_or(0);
+
+    // The same load on a second gateway process.
+    let http2 = format!("127.0.0.1:{}", free_port());
+    let path2 = dir.path().join("other.toml");
+    std::fs::write(&path2, heavy_config(server, &http2, &cache, false))?;
+    let (other, _) = Child::start(&path2, http2).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let heavy = saturate(server.url(), "heavy2", "out.heavy2", stop.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let apart = phase(&nc, &c, secs).await?;
+    stop.cancel();
+    heavy.await??;
+    other.stop().await;
     c.stop().await;
-    let (idle_p50, idle_p99) = (
-        percentile(idle.clone(), 0.5),
-        percentile(idle.clone(), 0.99),
-    );
-    let (load_p50, load_p99) = (
-        percentile(loaded.clone(), 0.5),
-        percentile(loaded.clone(), 0.99),
-    );
     eprintln!(
-        "  fairness: light binding at 10 requests/s, round trip p50/p99 idle {idle_p50:.2}/{idle_p99:.2} ms, \
-         beside a saturated binding {load_p50:.2}/{load_p99:.2} ms (target p99 < 10 ms); \
-         the saturated one handled {heavy_rate:.0} msg/s, dropped {dropped}"
+        "  fairness: light binding at 10 requests/s, round trip p50/p99 idle {}; \
+         beside a saturated binding in the same gateway {} (target p99 < 10 ms); \
+         with that load in another gateway process {}; \
+         the saturated one handled {heavy_rate:.0} msg/s, dropped {dropped}",
+        idle.show(),
+        loaded.show(),
+        apart.show(),
     );
     Ok(json!({
-        "requests_per_phase": idle.len(),
-        "idle_p50_ms": idle_p50,
-        "idle_p99_ms": idle_p99,
-        "loaded_p50_ms": load_p50,
-        "loaded_p99_ms": load_p99,
+        "requests_per_phase": idle.round_trips.len(),
+        "idle": idle.json(),
+        "beside_saturated": loaded.json(),
+        "saturated_in_other_process": apart.json(),
+        "idle_p50_ms": percentile(idle.round_trips.clone(), 0.5),
+        "idle_p99_ms": percentile(idle.round_trips.clone(), 0.99),
+        "loaded_p50_ms": percentile(loaded.round_trips.clone(), 0.5),
+        "loaded_p99_ms": percentile(loaded.round_trips.clone(), 0.99),
         "target_p99_ms": 10,
         "saturated_msgs_per_sec": heavy_rate,
         "saturated_dropped": dropped,
-        "idle_round_trips_ms": idle,
-        "loaded_round_trips_ms": loaded,
     }))
 }

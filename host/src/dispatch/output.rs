@@ -138,36 +138,45 @@ impl Output {
     /// (in order), this one sends the next batches' publishes, up to
     /// [`CONFIRMING`] batches ahead.
     pub(super) async fn run(self, mut batches: mpsc::Receiver<Handed>) {
-        let (confirming, to_confirm) = mpsc::channel(CONFIRMING);
-        let confirmer = tokio::spawn(self.clone().confirm(to_confirm));
-        self.publish_batches(&mut batches, &confirming).await;
-        drop(confirming);
-        let _ = confirmer.await;
-    }
-
-    async fn publish_batches(
-        &self,
-        batches: &mut mpsc::Receiver<Handed>,
-        confirming: &mpsc::Sender<Confirming>,
-    ) {
+        // The confirming task starts with the first batch that holds
+        // PubAcks: most bindings never have one, and at 10,000 bindings a
+        // task and a channel each cost megabytes idle.
+        let mut confirming: Option<(mpsc::Sender<Confirming>, tokio::task::JoinHandle<()>)> = None;
         while let Some((ack, mut out)) = batches.recv().await {
-            tokio::select! {
+            // Boxed: held across the await, the publishing state machine
+            // made every idle output task several kilobytes.
+            let sent = tokio::select! {
                 biased;
-                held = self.send(ack, &mut out) => {
-                    if !held.is_empty() && confirming.send(self.await_acks(held)).await.is_err() {
-                        return;
-                    }
+                held = Box::pin(self.send(ack, &mut out)) => Some(held),
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(held) = sent else {
+                let mut unsent = out.len();
+                batches.close();
+                while let Some((_, more)) = batches.recv().await {
+                    unsent += more.len();
                 }
-                _ = self.stop.cancelled() => {
-                    let mut unsent = out.len();
-                    batches.close();
-                    while let Some((_, more)) = batches.recv().await {
-                        unsent += more.len();
-                    }
-                    tracing::warn!(plugin = self.plugin.as_str(), unsent, "connection retired with output unsent");
-                    return;
-                }
+                tracing::warn!(
+                    plugin = self.plugin.as_str(),
+                    unsent,
+                    "connection retired with output unsent"
+                );
+                break;
+            };
+            if held.is_empty() {
+                continue;
             }
+            let (tx, _) = confirming.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(CONFIRMING);
+                (tx, tokio::spawn(self.clone().confirm(rx)))
+            });
+            if tx.send(self.await_acks(held)).await.is_err() {
+                break;
+            }
+        }
+        if let Some((tx, confirmer)) = confirming {
+            drop(tx);
+            let _ = confirmer.await;
         }
     }
 
@@ -177,7 +186,7 @@ impl Output {
         while let Some(c) = batches.recv().await {
             tokio::select! {
                 biased;
-                _ = self.finish_confirmed(c) => {}
+                _ = Box::pin(self.finish_confirmed(c)) => {}
                 _ = self.stop.cancelled() => return,
             }
         }

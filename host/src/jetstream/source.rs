@@ -58,7 +58,9 @@ impl JsSource {
                 Some(Err(e)) => e.to_string(),
                 None => "pull stream ended".to_string(),
             };
-            if !self.recover(&error, stop).await {
+            // Boxed: the re-attach state machine is large and rare; inline it
+            // made every waiting JetStream worker carry it.
+            if !Box::pin(self.recover(&error, stop)).await {
                 return None;
             }
         }

@@ -408,16 +408,26 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 
 /// The cumulative buckets of one histogram of the `light` binding in `/metrics`.
 async fn light_buckets(c: &Child, name: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    buckets(c, name, "light", "light.*").await
+}
+
+/// The cumulative buckets of one histogram of a binding in `/metrics`.
+async fn buckets(
+    c: &Child,
+    name: &str,
+    plugin: &str,
+    subject: &str,
+) -> anyhow::Result<Vec<(f64, f64)>> {
     let text = reqwest::get(format!("http://{}/metrics", c.http))
         .await?
         .text()
         .await?;
     let prefix = format!("{name}_bucket{{le=\"");
-    let labels = ",plugin=\"light\",subject=\"light.*\"} ";
+    let labels = format!(",plugin=\"{plugin}\",subject=\"{subject}\"}} ");
     let mut out = Vec::new();
     for line in text
         .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(labels))
+        .filter(|l| l.starts_with(&prefix) && l.contains(&labels))
     {
         let rest = &line[prefix.len()..];
         let (le, rest) = rest.split_once('"').context("le label")?;
@@ -574,7 +584,10 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
     let before = c.status().await?["bindings"][0]["handled"]
         .as_u64()
         .unwrap_or(0);
+    let heavy_wait0 = buckets(&c, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
     let loaded = phase(&nc, &c, secs).await?;
+    let heavy_wait1 = buckets(&c, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
+    let heavy_wait_p50 = bucket_quantile_ms(&heavy_wait0, &heavy_wait1, 0.5);
     let after = c.status().await?["bindings"][0]["handled"]
         .as_u64()
         .unwrap_or(0);
@@ -602,7 +615,8 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
         "  fairness: light binding at 10 requests/s, round trip p50/p99 idle {}; \
          beside a saturated binding in the same gateway {} (target p99 < 10 ms); \
          with that load in another gateway process {}; \
-         the saturated one handled {heavy_rate:.0} msg/s, dropped {dropped}",
+         the saturated one handled {heavy_rate:.0} msg/s (its queue wait p50 <= {heavy_wait_p50} ms), \
+         dropped {dropped}",
         idle.show(),
         loaded.show(),
         apart.show(),
@@ -619,5 +633,6 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
         "target_p99_ms": 10,
         "saturated_msgs_per_sec": heavy_rate,
         "saturated_dropped": dropped,
+        "saturated_queue_wait_p50_bucket_ms": heavy_wait_p50,
     }))
 }

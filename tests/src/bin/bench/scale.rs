@@ -48,7 +48,10 @@ impl Child {
         anyhow::ensure!(exe.is_file(), "{} not built", exe.display());
         let t = Instant::now();
         let child = tokio::process::Command::new(&exe)
-            .args(["run", "--config"])
+            // SIGHUP is the only reload trigger: with the watcher on too,
+            // writing the file and signalling made two reloads, and the
+            // second (nothing changed) was the one the status showed.
+            .args(["run", "--no-watch", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)

@@ -117,3 +117,65 @@ async fn a_saturated_host_sheds_and_counts() {
     assert_eq!(b.handled + b.shed, REQUESTS as u64);
     gw.stop().await;
 }
+
+/// On a multi-thread runtime a call runs at once on the thread its worker
+/// is on while a call slot is free: handlers blocked in long calls on every
+/// one of the runtime's threads must not stall another binding (nor the
+/// connection, which the other binding's messages and replies go through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_blocked_on_every_runtime_thread_do_not_stall_another_binding() {
+    init_logs();
+    let server = NatsServer::start();
+    let mut config = test_config(&[server.url()]);
+    config.runtime.workers = 4;
+    // Two bindings, so that the two sleeps surely run side by side (a
+    // queue group could give both to one worker).
+    let mut sleepy = plugin("sleepy", "sleepy", &["sleep.a", "sleep.b"], &[]);
+    sleepy.timeout = Duration::from_secs(10);
+    config.plugins.push(sleepy);
+    config
+        .plugins
+        .push(plugin("echo", "echo", &["echo.>"], &[]));
+    let gw = Running::start(config).await;
+    let nc = client(&server).await;
+    let unix_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+
+    // Two sleeps of 3 s, side by side, one on each of the runtime's two
+    // threads while slots are free.
+    let slow = join_all(["a", "b"].map(|b| {
+        let nc = nc.clone();
+        async move {
+            let r = tokio::time::timeout(WAIT, nc.request(format!("sleep.{b}"), "3000".into()))
+                .await
+                .expect("a reply in time")
+                .expect("request");
+            interval(&r)
+        }
+    }));
+    let echo = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = unix_ns();
+        for i in 0..5 {
+            let r = tokio::time::timeout(WAIT, nc.request(format!("echo.{i}"), "hi".into()))
+                .await
+                .expect("echo answers while the sleeps run")
+                .expect("request");
+            assert_eq!(&r.payload[..], b"hi");
+        }
+        (asked, unix_ns())
+    };
+    let (spans, (asked, answered)) = tokio::join!(slow, echo);
+    assert!(
+        spans
+            .iter()
+            .all(|&(start, end)| start < asked && answered < end),
+        "the echo requests went and came back while both sleeps ran: sleeps {spans:?}, echo {asked}..{answered}"
+    );
+    assert_eq!(gw.status().bindings[2].handled, 5);
+    gw.stop().await;
+}

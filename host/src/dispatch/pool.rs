@@ -14,8 +14,20 @@
 //! `runtime.workers` sets the number of threads (default: two per core, at
 //! least four, so that a handler blocked in a WASI sleep does not hold every
 //! thread of a small machine).
+//!
+//! That number is also the number of call slots: [`Pool::call`] runs a job
+//! at once on the thread the binding's worker is on when a slot is free (on
+//! a multi-thread runtime, through `block_in_place`, which moves the
+//! thread's other tasks to another thread for as long as the call takes),
+//! and queues it for the pool's threads only when every slot is taken. A
+//! lone message so pays for no hand-off at all: waking a pool thread and
+//! waking the worker again afterwards cost tens of microseconds on a busy
+//! machine, ten times the call itself. Under load, when the slots are
+//! taken, jobs queue in order as above, so running at once never jumps a
+//! queue: it happens only when nothing waits. Calls in progress, at once or
+//! on the pool, never number more than the slots.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -25,6 +37,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Pool {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     size: usize,
+    slots: Arc<Slots>,
 }
 
 /// The pool is gone (the gateway is stopping) or the job panicked.
@@ -49,6 +62,13 @@ impl Pool {
         Arc::new(Pool {
             jobs: Mutex::new(Some(tx)),
             size,
+            slots: Arc::new(Slots {
+                state: Mutex::new(SlotState {
+                    free: size,
+                    queued: 0,
+                }),
+                freed: Condvar::new(),
+            }),
         })
     }
 
@@ -64,8 +84,13 @@ impl Pool {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Gone> {
         let (done, result) = oneshot::channel();
+        let queued = Queued::new(&self.slots);
         let job: Job = Box::new(move || {
-            let _ = done.send(f());
+            let slot = queued.start();
+            let t = f();
+            // Free before the caller hears, so a slot is free once it has.
+            drop(slot);
+            let _ = done.send(t);
         });
         {
             let jobs = self.jobs.lock().map_err(|_| Gone)?;
@@ -74,12 +99,122 @@ impl Pool {
         result.await.map_err(|_| Gone)
     }
 
+    /// Run `f` at once on this thread when a call slot is free, nothing is
+    /// queued for one and the runtime lets a task block; on the pool
+    /// otherwise (see the module docs). `true` with the result when it ran
+    /// at once.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(T, bool), Gone> {
+        if let Some(slot) = self.free_slot() {
+            // A panic fails this call alone, as on the pool.
+            let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tokio::task::block_in_place(f)
+            }));
+            drop(slot);
+            return t.map(|t| (t, true)).map_err(|_| Gone);
+        }
+        self.run(f).await.map(|t| (t, false))
+    }
+
+    /// A slot for a call at once, when one is free, no job waits for one
+    /// and this thread is a multi-thread runtime's (`block_in_place`
+    /// panics elsewhere).
+    fn free_slot(&self) -> Option<Slot> {
+        let here = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !here {
+            return None;
+        }
+        let mut state = self.slots.lock();
+        if state.queued > 0 || state.free == 0 {
+            return None;
+        }
+        state.free -= 1;
+        Some(Slot(self.slots.clone()))
+    }
+
+    /// Call slots taken now.
+    #[cfg(test)]
+    fn busy(&self) -> usize {
+        self.size - self.slots.lock().free
+    }
+
     /// Stop taking jobs; the threads finish the queued ones and end (as
     /// they do when the pool is dropped).
     #[cfg(test)]
     fn close(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
+        }
+    }
+}
+
+/// The call slots, shared by the pool's threads and the calls at once: a
+/// pool thread that took a job waits here for a slot, and a call at once
+/// takes one only while no job waits, so it never goes ahead of the queue.
+struct Slots {
+    state: Mutex<SlotState>,
+    freed: Condvar,
+}
+
+struct SlotState {
+    free: usize,
+    /// Jobs handed to the pool that have not started.
+    queued: usize,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // Nothing runs under this lock that could panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn give(&self) {
+        self.lock().free += 1;
+        self.freed.notify_one();
+    }
+}
+
+/// A call slot taken, given back when dropped (also when the job panics).
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.give();
+    }
+}
+
+/// A job counted as waiting for a slot until it starts (or is dropped
+/// unstarted, when the pool closes).
+struct Queued(Option<Arc<Slots>>);
+
+impl Queued {
+    fn new(slots: &Arc<Slots>) -> Queued {
+        slots.lock().queued += 1;
+        Queued(Some(slots.clone()))
+    }
+
+    /// Wait for a free slot and take it (on the pool thread that took the job).
+    fn start(mut self) -> Slot {
+        let slots = self.0.take().expect("a job starts once");
+        {
+            let mut state = slots.lock();
+            while state.free == 0 {
+                state = slots.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.free -= 1;
+            state.queued -= 1;
+        }
+        Slot(slots)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(slots) = self.0.take() {
+            slots.lock().queued -= 1;
         }
     }
 }
@@ -230,6 +365,96 @@ mod tests {
         let (busy, light) = tokio::join!(busy, light);
         busy.unwrap();
         light.unwrap();
+    }
+
+    /// A call runs at once on the caller's thread while a slot is free,
+    /// and on the pool once every slot is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_runs_at_once_while_a_slot_is_free() {
+        let pool = Pool::new(1);
+        let (name, here) = pool
+            .call(|| std::thread::current().name().map(str::to_string))
+            .await
+            .unwrap();
+        assert!(here, "ran at once");
+        assert!(!name.unwrap_or_default().starts_with("wasmgate-worker-"));
+        assert_eq!(pool.busy(), 0, "the slot is given back");
+
+        // The one slot taken by a job on the pool: the next call queues.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let blocked = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(move || gate.recv().unwrap()).await }
+        });
+        while pool.busy() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.call(|| std::thread::current().name().map(str::to_string))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!queued.is_finished(), "waits for the slot's thread");
+        open.send(()).unwrap();
+        blocked.await.unwrap().unwrap();
+        let (name, here) = queued.await.unwrap().unwrap();
+        assert!(!here);
+        assert!(name.unwrap().starts_with("wasmgate-worker-"));
+        assert_eq!(pool.busy(), 0);
+    }
+
+    /// On a current-thread runtime nothing may block the only thread, so
+    /// every call goes to the pool.
+    #[tokio::test]
+    async fn on_a_current_thread_runtime_calls_go_to_the_pool() {
+        let pool = Pool::new(1);
+        let (name, here) = pool
+            .call(|| std::thread::current().name().map(str::to_string))
+            .await
+            .unwrap();
+        assert!(!here);
+        assert!(name.unwrap().starts_with("wasmgate-worker-"));
+    }
+
+    /// Calls at once and jobs on the pool together never exceed the slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_at_once_count_against_the_slots() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = Pool::new(2);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, running, most) = (pool.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    pool.call(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "at most two at a time");
+        assert_eq!(pool.busy(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_at_once_that_panics_fails_alone() {
+        let pool = Pool::new(1);
+        let r: Result<((), bool), Gone> = pool.call(|| panic!("a call that panics")).await;
+        assert_eq!(r, Err(Gone));
+        assert_eq!(pool.busy(), 0, "its slot is given back");
+        assert_eq!(pool.call(|| 7).await, Ok((7, true)));
     }
 
     #[tokio::test]

@@ -2,11 +2,12 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,latency,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
 //! bench loadgen ...                      the load generator (spawned by `run`)
+//! bench requester ...                    the latency section's requester (spawned by `run`)
 //! ```
 //!
 //! Everything runs on loopback against nats-server processes this program
@@ -17,6 +18,7 @@ mod chart;
 mod child;
 mod core;
 mod js;
+mod latency;
 mod overhead;
 mod recovery;
 mod scale;
@@ -48,6 +50,8 @@ fn main() -> ExitCode {
         "loadgen" => {
             child::parse(args).and_then(|a| tokio::runtime::Runtime::new()?.block_on(child::run(a)))
         }
+        "requester" => latency::parse(args)
+            .and_then(|a| tokio::runtime::Runtime::new()?.block_on(latency::requester_main(a))),
         "chart" => (|| {
             let input = args.next().context("bench chart RESULTS.json OUT.svg")?;
             let output = args.next().context("bench chart RESULTS.json OUT.svg")?;
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         })(),
         "run" => parse_run(args).and_then(run),
         other => Err(anyhow::anyhow!(
-            "unknown mode {other:?}: use run, chart or loadgen"
+            "unknown mode {other:?}: use run, chart, loadgen or requester"
         )),
     };
     match result {
@@ -211,6 +215,18 @@ fn run(o: Options) -> anyhow::Result<()> {
                 only_kind: o.only_kind,
             };
             results["core"] = core::run(&server, &p).await?;
+        }
+        if want("latency") {
+            eprintln!("bench: request-reply latency (load {})", load_average());
+            loads.insert("latency".into(), load_average().into());
+            let p = latency::Params {
+                sequential: if o.quick { 1_000 } else { 5_000 },
+                steady: if o.quick { 5_000 } else { 30_000 },
+                rate: 10_000,
+                runs: if o.quick { 1 } else { 3 },
+                size: 128,
+            };
+            results["latency"] = latency::run(&server, &p).await?;
         }
         if want("jetstream") {
             eprintln!("bench: JetStream consume-and-ack (load {})", load_average());

@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmgate::Gateway;
-use wasmgate_tests::{NatsServer, plugin};
+use wasmgate_tests::{NatsServer, free_port, plugin};
 
 use crate::core::target;
+use crate::scale::{bucket_quantile_ms, buckets};
 use crate::stats::{Sample, median};
 
 pub struct Params {
@@ -102,10 +103,10 @@ impl Native {
     }
 }
 
-fn gateway_config(server: &NatsServer) -> wasmgate::Config {
+fn gateway_config(server: &NatsServer, http: &str) -> wasmgate::Config {
     let mut config = wasmgate::Config::default();
     config.nats.servers = vec![server.url()];
-    config.http.listen = String::new();
+    config.http.listen = http.to_string();
     config.plugins.push(plugin(
         "uppercase",
         "uppercase",
@@ -125,6 +126,7 @@ async fn load(server: &NatsServer, p: &Params, rate: u64) -> anyhow::Result<Valu
     };
     let mut reports: [Vec<Report>; 2] = [Vec::new(), Vec::new()];
     let mut switched: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let (mut waits, mut calls) = (Vec::new(), Vec::new());
     for round in 0..=p.runs {
         let warmup = round == 0;
         let mut order = [Kind::Gateway, Kind::Native];
@@ -145,13 +147,24 @@ async fn load(server: &NatsServer, p: &Params, rate: u64) -> anyhow::Result<Valu
             let (report, switches) = match kind {
                 Kind::Gateway => {
                     let shutdown = CancellationToken::new();
-                    let gw = Gateway::start(gateway_config(server), shutdown.clone()).await?;
+                    let http = format!("127.0.0.1:{}", free_port());
+                    let gw =
+                        Gateway::start(gateway_config(server, &http), shutdown.clone()).await?;
                     gw.ready(Duration::from_secs(20)).await?;
+                    let inside0 = inside(&http).await?;
                     let before = switches();
                     let r = requester(&args).await;
                     let switched = switches() - before;
+                    let inside1 = inside(&http).await?;
                     shutdown.cancel();
                     gw.wait().await?;
+                    if !warmup {
+                        // What the gateway measured of the same requests:
+                        // from arrival in the binding's inbox to the call,
+                        // and the call.
+                        waits.push(bucket_quantile_ms(&inside0.0, &inside1.0, 0.5) * 1e3);
+                        calls.push(bucket_quantile_ms(&inside0.1, &inside1.1, 0.5) * 1e3);
+                    }
                     (r?, switched)
                 }
                 Kind::Native => {
@@ -217,8 +230,14 @@ async fn load(server: &NatsServer, p: &Params, rate: u64) -> anyhow::Result<Valu
         .sum();
     eprintln!(
         "  latency {label}: p50 gateway {:.0} µs, native {:.0} µs, overhead {overhead:.1} µs (target <= 25); \
-         p99 gateway {:.0} µs, native {:.0} µs, ratio {p99_ratio:.2} (target <= 1.5); {lost} replies missing",
-        g50.median, n50.median, g99.median, n99.median
+         p99 gateway {:.0} µs, native {:.0} µs, ratio {p99_ratio:.2} (target <= 1.5); {lost} replies missing; \
+         inside the gateway p50: queue wait <= {:.0} µs, handler <= {:.0} µs",
+        g50.median,
+        n50.median,
+        g99.median,
+        n99.median,
+        median(&waits),
+        median(&calls)
     );
     Ok(json!({
         "requests_per_run": count,
@@ -234,6 +253,8 @@ async fn load(server: &NatsServer, p: &Params, rate: u64) -> anyhow::Result<Valu
         "target_p50_overhead_us": 25,
         "target_p99_ratio": 1.5,
         "replies_missing": lost,
+        "gateway_queue_wait_p50_bucket_us": waits,
+        "gateway_handler_p50_bucket_us": calls,
         "context_switches_per_request": {
             "gateway": Sample::new("switches", switched[0].clone()),
             "native": Sample::new("switches", switched[1].clone()),
@@ -253,6 +274,21 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
         "one_in_flight": sequential,
         "steady": steady,
     }))
+}
+
+/// The gateway's queue-wait and handler histograms of the uppercase binding.
+type Buckets = Vec<(f64, f64)>;
+async fn inside(http: &str) -> anyhow::Result<(Buckets, Buckets)> {
+    Ok((
+        buckets(http, "wasmgate_queue_wait_seconds", "uppercase", "req.>").await?,
+        buckets(
+            http,
+            "wasmgate_handler_duration_seconds",
+            "uppercase",
+            "req.>",
+        )
+        .await?,
+    ))
 }
 
 /// Context switches of every thread of this process so far (the system

@@ -411,17 +411,18 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 
 /// The cumulative buckets of one histogram of the `light` binding in `/metrics`.
 async fn light_buckets(c: &Child, name: &str) -> anyhow::Result<Vec<(f64, f64)>> {
-    buckets(c, name, "light", "light.*").await
+    buckets(&c.http, name, "light", "light.*").await
 }
 
-/// The cumulative buckets of one histogram of a binding in `/metrics`.
-async fn buckets(
-    c: &Child,
+/// The cumulative buckets of one histogram of a binding in the `/metrics`
+/// of the gateway listening on `http`.
+pub async fn buckets(
+    http: &str,
     name: &str,
     plugin: &str,
     subject: &str,
 ) -> anyhow::Result<Vec<(f64, f64)>> {
-    let text = reqwest::get(format!("http://{}/metrics", c.http))
+    let text = reqwest::get(format!("http://{http}/metrics"))
         .await?
         .text()
         .await?;
@@ -444,14 +445,14 @@ async fn buckets(
     }
     anyhow::ensure!(
         !out.is_empty(),
-        "no {name} for the light binding in /metrics"
+        "no {name} for binding {plugin} {subject} in /metrics"
     );
     Ok(out)
 }
 
 /// The bucket bound (ms) holding the `p` quantile of what was recorded
 /// between two readings of the same histogram.
-fn bucket_quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> f64 {
+pub fn bucket_quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> f64 {
     let delta: Vec<(f64, f64)> = after
         .iter()
         .zip(before)
@@ -587,9 +588,9 @@ pub async fn fairness(server: &NatsServer, secs: u64) -> anyhow::Result<Value> {
     let before = c.status().await?["bindings"][0]["handled"]
         .as_u64()
         .unwrap_or(0);
-    let heavy_wait0 = buckets(&c, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
+    let heavy_wait0 = buckets(&c.http, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
     let loaded = phase(&nc, &c, secs).await?;
-    let heavy_wait1 = buckets(&c, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
+    let heavy_wait1 = buckets(&c.http, "wasmgate_queue_wait_seconds", "heavy", "heavy").await?;
     let heavy_wait_p50 = bucket_quantile_ms(&heavy_wait0, &heavy_wait1, 0.5);
     let after = c.status().await?["bindings"][0]["handled"]
         .as_u64()

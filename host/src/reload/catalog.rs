@@ -1,7 +1,9 @@
 //! The catalog: every loaded plugin (in the slot its bindings share) and the
 //! binding set built from the config it was loaded with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -21,6 +23,25 @@ struct BindingKey {
     subject: String,
     queue: Option<String>,
     consumer: Option<(String, String)>,
+}
+
+/// A [`BindingKey`] borrowed from the config, to look one up without
+/// allocating (hashes as the owned key does: the same fields in order).
+#[derive(Hash)]
+struct BindingRef<'a> {
+    plugin: &'a str,
+    subject: &'a str,
+    queue: Option<&'a str>,
+    consumer: Option<(&'a str, &'a str)>,
+}
+
+impl hashbrown::Equivalent<BindingKey> for BindingRef<'_> {
+    fn equivalent(&self, key: &BindingKey) -> bool {
+        self.plugin == key.plugin
+            && self.subject == key.subject
+            && self.queue == key.queue.as_deref()
+            && self.consumer == key.consumer.as_ref().map(|(s, c)| (s.as_str(), c.as_str()))
+    }
 }
 
 /// A component file's modification time and length: a rebuilt `.wasm` under
@@ -117,16 +138,20 @@ impl Catalog {
     pub(super) fn binding_set(&mut self) -> BindingSet {
         let mut specs = Vec::new();
         let mut bindings = Vec::new();
-        let mut counters = HashMap::new();
+        let mut counters = HashMap::with_capacity(self.counters.len());
         for p in &self.config.plugins {
             let slot = &self.plugins[&p.name].slot;
             for b in &p.bindings {
-                let key = BindingKey::new(p, b);
-                let c = self
+                // A binding that stays moves its key and counters over.
+                let (key, c) = self
                     .counters
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(BindingCounters::new(self.histograms)));
+                    .remove_entry(&BindingRef::new(p, b))
+                    .unwrap_or_else(|| {
+                        (
+                            BindingKey::new(p, b),
+                            Arc::new(BindingCounters::new(self.histograms)),
+                        )
+                    });
                 counters.insert(key, c.clone());
                 let (spec, binding) = build_binding(p, b, slot, c);
                 specs.push(spec);
@@ -135,6 +160,20 @@ impl Catalog {
         }
         self.counters = counters;
         BindingSet { specs, bindings }
+    }
+}
+
+impl<'a> BindingRef<'a> {
+    fn new(p: &'a PluginConfig, b: &'a BindingConfig) -> BindingRef<'a> {
+        BindingRef {
+            plugin: &p.name,
+            subject: &b.subject,
+            queue: b.queue.as_deref(),
+            consumer: b
+                .jetstream
+                .as_ref()
+                .map(|j| (j.stream.as_str(), j.consumer.as_str())),
+        }
     }
 }
 

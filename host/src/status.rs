@@ -445,7 +445,10 @@ impl StatusHub {
         counters: Vec<Arc<BindingCounters>>,
         kept: &[Option<usize>],
     ) {
-        *self.counters.write().expect("status counters lock") = counters;
+        // Held while the bindings change too: a reader takes the counters'
+        // lock before it reads the bindings, so it sees both old or both new.
+        let mut held = self.counters.write().expect("status counters lock");
+        *held = counters;
         self.update(|s| {
             let mut fresh = binding_statuses(bindings);
             for (b, from) in fresh.iter_mut().zip(kept) {
@@ -457,6 +460,7 @@ impl StatusHub {
             }
             s.bindings = fresh;
         });
+        drop(held);
     }
 
     /// One binding's error as the status shows it.
@@ -470,14 +474,7 @@ impl StatusHub {
 
     /// The current status with fresh counters.
     pub fn snapshot(&self) -> Status {
-        let mut status = self.tx.borrow().clone();
-        status.plugins = self.plugin_statuses();
-        status.compile_cache = self.cache.as_ref().map(|c| c.stats());
-        let counters = self.counters.read().expect("status counters lock");
-        for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
-            b.counts = c.counts();
-        }
-        status
+        self.read(|_| ()).0
     }
 
     /// The status with fresh counters and, per binding in the same order,
@@ -485,27 +482,32 @@ impl StatusHub {
     pub(crate) fn snapshot_with_times(
         &self,
     ) -> (Status, Vec<Option<[crate::latency::Snapshot; 3]>>) {
-        let status = self.snapshot();
-        let counters = self.counters.read().expect("status counters lock");
-        let times = if counters.len() == status.bindings.len() {
-            counters
-                .iter()
-                .map(|c| {
-                    c.times.as_deref().map(|t| {
-                        [
-                            t.handler.snapshot(),
-                            t.queue_wait.snapshot(),
-                            t.settle_delay.snapshot(),
-                        ]
-                    })
-                })
-                .collect()
-        } else {
-            // A reload replaced the bindings between the two reads: no
-            // histograms in this scrape rather than mislabelled ones.
-            Vec::new()
-        };
+        let (status, times) = self.read(|c| {
+            c.times.as_deref().map(|t| {
+                [
+                    t.handler.snapshot(),
+                    t.queue_wait.snapshot(),
+                    t.settle_delay.snapshot(),
+                ]
+            })
+        });
         (status, times)
+    }
+
+    /// The status with fresh counts, and `more` of each binding's counters,
+    /// all under one hold of the counters' lock taken before the bindings
+    /// are read: a reload replaces both under that lock, so a scrape never
+    /// gives one binding's figures another's labels.
+    fn read<T>(&self, more: impl Fn(&BindingCounters) -> T) -> (Status, Vec<T>) {
+        let counters = self.counters.read().expect("status counters lock");
+        let mut status = self.tx.borrow().clone();
+        status.plugins = self.plugin_statuses();
+        status.compile_cache = self.cache.as_ref().map(|c| c.stats());
+        for (b, c) in status.bindings.iter_mut().zip(counters.iter()) {
+            b.counts = c.counts();
+        }
+        let extra = counters.iter().map(|c| more(c)).collect();
+        (status, extra)
     }
 
     /// A receiver that wakes on every state change (not on counter changes).

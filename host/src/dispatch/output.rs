@@ -36,6 +36,10 @@ use crate::config::PublishAck;
 use crate::jetstream::{Capture, JsBinding, JsMessage, Settle, Streams};
 use crate::runtime::Outgoing;
 use crate::status::BindingCounters;
+use crate::throttle::Throttle;
+
+/// The "not confirmed" warning is logged at most this often per binding.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Batches of output a worker may have queued before it waits for its task.
 pub(super) const DEPTH: usize = 4;
@@ -90,6 +94,8 @@ pub(super) struct Output {
     /// For settling JetStream messages.
     binding: Option<Arc<JsBinding>>,
     stop: CancellationToken,
+    /// The "not confirmed" warning, at most once per [`WARN_EVERY`].
+    unconfirmed_warnings: Arc<std::sync::Mutex<Throttle>>,
 }
 
 /// A PubAck on its way for a publish to `subject`, or why there will be none.
@@ -125,6 +131,7 @@ impl Output {
                 Source::Core(_) => None,
             },
             stop: d.stop.clone(),
+            unconfirmed_warnings: Arc::new(std::sync::Mutex::new(Throttle::new(WARN_EVERY))),
         }
     }
 
@@ -346,7 +353,16 @@ impl Output {
             failure.get_or_insert(why);
         }
         if let Some(why) = &failure {
-            tracing::warn!(plugin = self.plugin.as_str(), reason = %why, "input not settled as handled: an output was not confirmed");
+            // A stream that is down fails every input's outputs: one line
+            // per period (counted) instead of one per input.
+            let due = self
+                .unconfirmed_warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hit();
+            if let Some(inputs) = due {
+                tracing::warn!(plugin = self.plugin.as_str(), reason = %why, inputs, "inputs not settled as handled: an output was not confirmed (inputs: how many since the last such line)");
+            }
         }
         failure
     }

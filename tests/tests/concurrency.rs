@@ -119,11 +119,11 @@ async fn a_saturated_host_sheds_and_counts() {
 }
 
 /// On a multi-thread runtime a call runs at once on the thread its worker
-/// is on while a call slot is free: handlers blocked in long calls on every
-/// one of the runtime's threads must not stall another binding (nor the
+/// is on while a call slot is free: handlers blocked in long calls, one of
+/// them on a runtime thread, must not stall another binding (nor the
 /// connection, which the other binding's messages and replies go through).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_blocked_on_every_runtime_thread_do_not_stall_another_binding() {
+async fn handlers_blocked_in_long_calls_do_not_stall_another_binding() {
     init_logs();
     let server = NatsServer::start();
     let mut config = test_config(&[server.url()]);
@@ -145,8 +145,8 @@ async fn handlers_blocked_on_every_runtime_thread_do_not_stall_another_binding()
             .as_nanos()
     };
 
-    // Two sleeps of 3 s, side by side, one on each of the runtime's two
-    // threads while slots are free.
+    // Two sleeps of 3 s, side by side: one called at once on a runtime
+    // thread, the other on the pool.
     let slow = join_all(["a", "b"].map(|b| {
         let nc = nc.clone();
         async move {

@@ -21,7 +21,7 @@
 //! so they never run as plain async code: a slow guest never stalls the
 //! connection or the health probe, and WASI's own blocking bridges work.
 //! A batch of a few messages (a lone request, a trickle) runs at once on
-//! the worker's thread while a slot is free (the thread hands its other
+//! the worker's thread when the pool is quiet (the thread hands its other
 //! tasks to another thread for the call), so it waits for no hand-off; a
 //! full batch, or any batch when every slot is taken, queues for the pool's
 //! threads, which keeps the runtime's threads for the connection under load

@@ -15,32 +15,26 @@
 //! least four, so that a handler blocked in a WASI sleep does not hold every
 //! thread of a small machine).
 //!
-//! That number is also the number of call slots: [`Pool::call`] runs a job
-//! at once on the thread the binding's worker is on when a slot is free (on
-//! a multi-thread runtime, through `block_in_place`, which moves the
-//! thread's other tasks to another thread for as long as the call takes),
-//! and queues it for the pool's threads only when every slot is taken. A
-//! lone message so pays for no hand-off at all: waking a pool thread and
-//! waking the worker again afterwards cost tens of microseconds on a busy
-//! machine, ten times the call itself. Under load, when the slots are
-//! taken, jobs queue in order as above, so running at once never jumps a
-//! queue: it happens only when nothing waits. Calls in progress, at once or
-//! on the pool, never number more than the slots. A call runs at once only
-//! on a quiet pool (no slot taken) and one at a time (see [`AT_ONCE`]):
-//! each `block_in_place` takes a thread of tokio's blocking pool for the
-//! thread's other work, and under bursts they grew that pool (26 threads
-//! after the 2,000-binding test's traffic, 10 before it); with these rules
-//! it ended at 11-17 in 24 runs, 10 with every call on the pool.
+//! That number is also the number of call slots, which bound the calls in
+//! progress. [`Pool::call`] runs a job at once on the thread the binding's
+//! worker is on when the pool is quiet (no slot taken, nothing queued), on
+//! a multi-thread runtime, through `block_in_place` (which moves the
+//! thread's other tasks to another thread for as long as the call takes);
+//! otherwise it queues for the pool's threads as above. A lone message so
+//! pays for no hand-off: waking a pool thread and waking the worker again
+//! afterwards cost tens of microseconds on a busy machine, ten times the
+//! call itself. Running at once never jumps a queue, and it is one call at
+//! a time: each `block_in_place` takes a thread of tokio's blocking pool for
+//! the thread's other work, and with any free slot allowed, bursts grew
+//! that pool (26 threads after the 2,000-binding test's traffic, 10 before
+//! it); on a quiet pool only it ended at 11-17 in 24 runs, 10 with every
+//! call on the pool.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// Calls running at once, beside the pool, at most: one at a time is what
-/// a lone message needs (see the module docs for why not more).
-const AT_ONCE: usize = 1;
 
 /// A fixed set of threads running jobs in the order they arrive.
 pub struct Pool {
@@ -74,7 +68,6 @@ impl Pool {
             slots: Arc::new(Slots {
                 state: Mutex::new(SlotState {
                     free: size,
-                    at_once: 0,
                     queued: 0,
                 }),
                 freed: Condvar::new(),
@@ -109,9 +102,9 @@ impl Pool {
         result.await.map_err(|_| Gone)
     }
 
-    /// Run `f` at once on this thread when a call slot is free, nothing is
-    /// queued for one and the runtime lets a task block; on the pool
-    /// otherwise (see the module docs). `true` with the result when it ran
+    /// Run `f` at once on this thread when the pool is quiet and the
+    /// runtime lets a task block; on the pool otherwise (see the module
+    /// docs). `true` with the result when it ran
     /// at once.
     pub async fn call<T: Send + 'static>(
         &self,
@@ -122,14 +115,13 @@ impl Pool {
             let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 tokio::task::block_in_place(f)
             }));
-            self.slots.lock().at_once -= 1;
             drop(slot);
             return t.map(|t| (t, true)).map_err(|_| Gone);
         }
         self.run(f).await.map(|t| (t, false))
     }
 
-    /// A slot for a call at once, when one is free, no job waits for one
+    /// A slot for a call at once, when none is taken, no job waits for one
     /// and this thread is a multi-thread runtime's (`block_in_place`
     /// panics elsewhere).
     fn free_slot(&self) -> Option<Slot> {
@@ -139,13 +131,11 @@ impl Pool {
             return None;
         }
         let mut state = self.slots.lock();
-        // Only on a quiet pool: under a burst, every `block_in_place` asks
-        // tokio's blocking pool for a thread, and bursts of them grew it.
-        if state.queued > 0 || state.free < self.size || state.at_once >= AT_ONCE {
+        // Only on a quiet pool, so one at a time (see the module docs).
+        if state.queued > 0 || state.free < self.size {
             return None;
         }
         state.free -= 1;
-        state.at_once += 1;
         Some(Slot(self.slots.clone()))
     }
 
@@ -175,8 +165,6 @@ struct Slots {
 
 struct SlotState {
     free: usize,
-    /// Calls running at once (at most [`AT_ONCE`]).
-    at_once: usize,
     /// Jobs handed to the pool that have not started.
     queued: usize,
 }

@@ -7,7 +7,8 @@
 //! plugin and its file), [`SupervisorError`] (the connection gave up, after
 //! [`Exhausted`] attempts). A handler call that did not return is a
 //! [`CallError`](crate::plugin::CallError); a malformed subject a
-//! [`SubjectError`](crate::subject::SubjectError).
+//! [`SubjectError`](crate::subject::SubjectError); trace export settings
+//! that cannot be used an [`OtlpError`](crate::otel::OtlpError).
 //!
 //! async-nats's errors print their source inside their own message *and*
 //! return it from `source()`, so the usual `{:#}` chain repeats every cause

@@ -67,7 +67,10 @@
 //!
 //! The gateway logs through [`tracing`](https://docs.rs/tracing) and installs
 //! no subscriber: an embedder's own subscriber gets its events (a guest's
-//! log lines under the `wasmgate::guest` target).
+//! log lines under the `wasmgate::guest` target). Each message is handled in
+//! a `message` span that continues the W3C trace context of its headers;
+//! [`otel::Otlp`] exports those spans over OTLP (the binary does so when
+//! `[telemetry] otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
 //!
 //! # Checking a plugin without NATS
 //!
@@ -111,6 +114,7 @@
 //! - [`errors`]: every error type in one list, and error chains as one line
 //!   of text.
 //! - [`subject`]: NATS subject syntax as the gateway checks it.
+//! - [`otel`]: trace export over OTLP ([`Otlp`](otel::Otlp), a `tracing` layer).
 //! - [`ERROR_HEADER`]: the header of the gateway's error replies.
 //!
 //! The `wasmgate` command line (`src/main.rs`, `src/cli/`) uses only this
@@ -130,6 +134,7 @@ mod health;
 mod http;
 mod jetstream;
 mod latency;
+pub mod otel;
 pub mod plugin;
 mod reload;
 mod runtime;

@@ -13,7 +13,9 @@
 //! - waiting and assertions: the one bound on waiting, [`WAIT`], and checks
 //!   of what the gateway reports and what reached the server (in `assert`);
 //! - the fixture of the fault tests: a gateway with a misbehaving plugin
-//!   beside a healthy one ([`Fixture`], in `fixture`).
+//!   beside a healthy one ([`Fixture`], in `fixture`);
+//! - a collector for trace export: an OTLP/HTTP receiver that decodes the
+//!   spans it is sent ([`otlp`]).
 //!
 //! A test file takes the single-node kit whole with `use wasmgate_tests::*;`
 //! and names the cluster and auth kits by module (`wasmgate_tests::cluster::…`,
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod cluster;
 mod fixture;
 mod gateway;
+pub mod otlp;
 pub mod pipeline;
 pub mod plugins;
 pub mod process;

@@ -57,6 +57,11 @@ impl GatewayProcess {
     /// Write `config` (its `http.listen` replaced by a free loopback port)
     /// and start the binary on it; returns once it is ready.
     pub fn start(config: &wasmgate::Config) -> GatewayProcess {
+        GatewayProcess::start_with_env(config, &[])
+    }
+
+    /// [`GatewayProcess::start`] with `env` added to its environment.
+    pub fn start_with_env(config: &wasmgate::Config, env: &[(&str, String)]) -> GatewayProcess {
         let dir = tempfile::tempdir().expect("temp dir for a gateway process");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut config = config.clone();
@@ -67,7 +72,10 @@ impl GatewayProcess {
         let mut gw = GatewayProcess {
             dir,
             config,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             http,
             child: None,
             starts: 0,
@@ -146,6 +154,29 @@ impl GatewayProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM the process (it drains and exits as in production) and wait
+    /// for it; its exit status, `None` when it was not running.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "wasmgate did not exit within {WAIT:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

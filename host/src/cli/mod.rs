@@ -108,10 +108,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, no_watch } => {
-            init_logs(cli.log_json, "info");
-            run::run(&config, !no_watch)
-        }
+        Command::Run { config, no_watch } => run::run(&config, !no_watch, cli.log_json),
         Command::Invoke(args) => {
             // The guest's log lines are printed on stdout; don't repeat them on stderr.
             init_logs(cli.log_json, "warn,wasmgate::guest=off");
@@ -130,17 +127,28 @@ pub fn main() -> ExitCode {
 /// or `default_filter` when it is unset; `json` switches to one JSON object
 /// per line.
 fn init_logs(json: bool, default_filter: &str) {
+    init_logs_exporting(json, default_filter, None);
+}
+
+/// [`init_logs`], and spans exported to `otlp` (whatever the log filter).
+fn init_logs_exporting(json: bool, default_filter: &str, otlp: Option<&wasmgate::otel::Otlp>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().try_init()
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp.map(|o| o.layer()))
+        .try_init();
     // Only fails when a subscriber is already set.
     let _ = result;
 }

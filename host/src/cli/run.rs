@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit;
 
-pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
+pub(super) fn run(path: &Path, watch: bool, log_json: bool) -> ExitCode {
     let config = match wasmgate::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -17,8 +17,20 @@ pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    // Before the runtime: the exporter's HTTP client has its own thread.
+    let otlp = match wasmgate::otel::Otlp::from_config(&config.telemetry) {
+        Ok(otlp) => otlp,
+        Err(e) => {
+            eprintln!("error: {}", wasmgate::errors::chain(&e));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    super::init_logs_exporting(log_json, "info", otlp.as_ref());
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = otlp.endpoint(), "exporting traces over OTLP");
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         match serve(config, path.to_path_buf(), watch, shutdown).await {
@@ -30,7 +42,11 @@ pub(super) fn run(path: &Path, watch: bool) -> ExitCode {
                 ExitCode::from(exit::FAILURE)
             }
         }
-    })
+    });
+    if let Some(otlp) = otlp {
+        otlp.shutdown(std::time::Duration::from_secs(5));
+    }
+    code
 }
 
 async fn serve(

@@ -262,11 +262,19 @@ pub struct TelemetryConfig {
     /// Latency histograms per binding in `/metrics` (handler duration, queue
     /// wait, JetStream settle delay). Read at start, like `[runtime]`.
     pub histograms: bool,
+    /// Where to export traces over OTLP/HTTP: the collector's base URL, as in
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is appended). Empty (the
+    /// default) leaves export to the standard `OTEL_EXPORTER_OTLP_*`
+    /// variables, and off when they are unset. Read at start.
+    pub otlp_endpoint: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { histograms: true }
+        TelemetryConfig {
+            histograms: true,
+            otlp_endpoint: String::new(),
+        }
     }
 }
 

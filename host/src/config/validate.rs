@@ -82,6 +82,12 @@ impl Config {
                 format!("{listen:?} is not an address like 127.0.0.1:8480"),
             );
         }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty()
+            && let Err(reason) = crate::otel::check_endpoint(otlp)
+        {
+            p.bad("telemetry.otlp_endpoint", reason);
+        }
         let rt = &self.runtime;
         p.positive("runtime.epoch_tick", rt.epoch_tick.is_zero());
         if rt.overload == Overload::Shed && rt.admission_wait.is_zero() {

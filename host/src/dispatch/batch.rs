@@ -163,10 +163,10 @@ impl Dispatch {
                         let Incoming::Core(msg) = msg else {
                             unreachable!("a core binding's batch holds core messages")
                         };
-                        let span = self.message_span(&msg.subject, msg.payload.len());
+                        let (span, trace) = self.message_span(msg);
                         let _entered = span.enter();
                         let reply_to = msg.reply.as_ref().map(|r| r.to_string());
-                        self.core_outcome(reply_to, result.outcome, outbox, out);
+                        self.core_outcome(reply_to, result.outcome, outbox, trace.as_ref(), out);
                     }
                     batch.clear();
                 } else {
@@ -176,10 +176,11 @@ impl Dispatch {
                         let Incoming::Js(msg) = msg else {
                             unreachable!("a JetStream binding's batch holds JetStream messages")
                         };
-                        let span = self.message_span(&msg.subject, msg.payload.len());
+                        let (span, trace) = self.message_span(&msg.msg.message);
                         let _entered = span.enter();
                         let delivered = msg.delivered();
-                        self.js_outcome(msg, delivered, Ok((result.outcome, outbox)), out);
+                        let result = Ok((result.outcome, outbox));
+                        self.js_outcome(msg, delivered, result, trace.as_ref(), out);
                     }
                 }
             }

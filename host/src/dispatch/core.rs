@@ -3,7 +3,7 @@
 //! same rules for each message's outcome:
 //!
 //! - `ok(reply)`: send the message's publishes in order, then the reply to
-//!   reply-to.
+//!   reply-to, each carrying the message's trace context ([`super::trace`]).
 //! - `retry` / `reject`: count it; a requester gets an error reply (header
 //!   `Wasmgate-Error`) instead of a timeout. Core NATS has no redelivery.
 //! - trap or deadline: count it, drop the instance (a trapped component
@@ -11,7 +11,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Dispatch, Send};
+use super::{Carried, Dispatch, Send};
 use crate::plugin::{CallError, Handled, Instance, Message, Outcome};
 use crate::runtime::Outgoing;
 
@@ -21,12 +21,13 @@ impl Dispatch {
         instance: &mut Option<Instance>,
         msg: async_nats::Message,
         arrived: Option<std::time::Instant>,
+        trace: Option<&Carried>,
         out: &mut Vec<Send>,
     ) {
         let input = Message::from(msg);
         match self.call(instance, &input, None, arrived) {
             Ok(Handled { outcome, outbox }) => {
-                self.core_outcome(input.reply_to, outcome, outbox.into_iter(), out)
+                self.core_outcome(input.reply_to, outcome, outbox.into_iter(), trace, out)
             }
             Err(e) => self.core_failed(input.reply_to, e, out),
         }
@@ -53,6 +54,7 @@ impl Dispatch {
         reply_to: Option<String>,
         outcome: Outcome,
         outbox: impl Iterator<Item = Outgoing>,
+        trace: Option<&Carried>,
         out: &mut Vec<Send>,
     ) {
         let error = |out: &mut Vec<Send>, kind: &'static str, reason: String| {
@@ -63,9 +65,13 @@ impl Dispatch {
         match outcome {
             Outcome::Ok(reply) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                out.extend(outbox.map(|o| Send::Publish(o, None)));
+                match trace {
+                    None => out.extend(outbox.map(|o| Send::Publish(o, None))),
+                    Some(t) => out.extend(outbox.map(|o| Send::Publish(t.stamp(o), None))),
+                }
                 if let (Some(to), Some(payload)) = (reply_to, reply) {
-                    out.push(Send::Reply { to, payload });
+                    let trace = trace.map(|t| Box::new(t.clone()));
+                    out.push(Send::Reply { to, payload, trace });
                 }
                 return;
             }

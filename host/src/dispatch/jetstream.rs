@@ -13,12 +13,15 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::output::Origin;
-use super::{Dispatch, Send, Source};
+use super::{Carried, Dispatch, Send, Source};
 use crate::jetstream::{JsMessage, Settle};
 use crate::plugin::{CallError, Instance, Message, Outcome};
 use crate::runtime::Outgoing;
 
 impl Dispatch {
+    // The message, the worker's state, its timing, its trace and where its
+    // output goes: a struct for this one caller would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn process_js(
         &self,
         rt: &Handle,
@@ -26,6 +29,7 @@ impl Dispatch {
         msg: Box<JsMessage>,
         batch_started: Instant,
         arrived: Option<Instant>,
+        trace: Option<&Carried>,
         out: &mut Vec<Send>,
     ) {
         // Messages queued behind slow ones in this batch, and calls that may
@@ -53,7 +57,7 @@ impl Dispatch {
             ticker.abort();
         }
         let result = result.map(|h| (h.outcome, h.outbox.into_iter()));
-        self.js_outcome(msg, delivered, result, out);
+        self.js_outcome(msg, delivered, result, trace, out);
     }
 
     /// The binding's ack wait (a JetStream binding's only).
@@ -100,6 +104,7 @@ impl Dispatch {
         msg: Box<JsMessage>,
         delivered: u64,
         result: Result<(Outcome, impl Iterator<Item = Outgoing>), CallError>,
+        trace: Option<&Carried>,
         out: &mut Vec<Send>,
     ) {
         let Source::JetStream(source) = &self.source else {
@@ -110,11 +115,13 @@ impl Dispatch {
             Ok((Outcome::Ok(_), outbox)) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
                 let seq = msg.meta.map(|m| m.stream_sequence);
-                out.extend(
-                    outbox
-                        .enumerate()
-                        .map(|(index, o)| Send::Publish(o, seq.map(|seq| Origin { seq, index }))),
-                );
+                out.extend(outbox.enumerate().map(|(index, o)| {
+                    let o = match trace {
+                        Some(t) => t.stamp(o),
+                        None => o,
+                    };
+                    Send::Publish(o, seq.map(|seq| Origin { seq, index }))
+                }));
                 Settle::Ack
             }
             Ok((Outcome::Retry(reason), outbox)) => {

@@ -53,6 +53,7 @@ mod inbox;
 mod jetstream;
 mod output;
 mod pool;
+mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -68,6 +69,7 @@ use self::admission::Admit;
 pub use self::inbox::{Budget, Budgets, Inbox, Reader};
 use self::output::Send;
 pub use self::pool::Pool;
+use self::trace::Carried;
 use crate::jetstream::{JsSource, Settle};
 use crate::plugin::{CallError, Handled, Instance, Plugin, PluginSlot};
 use crate::runtime::bindings::Message;
@@ -386,28 +388,35 @@ impl Dispatch {
         arrived: Option<Instant>,
         out: &mut Vec<Send>,
     ) {
-        let (subject, size) = match &msg {
-            Incoming::Core(m) => (m.subject.as_str(), m.payload.len()),
-            Incoming::Js(m) => (m.subject.as_str(), m.payload.len()),
+        let (span, trace) = match &msg {
+            Incoming::Core(m) => self.message_span(m),
+            Incoming::Js(m) => self.message_span(&m.msg.message),
         };
-        let span = self.message_span(subject, size);
         let _entered = span.enter();
+        let trace = trace.as_ref();
         match msg {
-            Incoming::Core(msg) => self.process_core(instance, msg, arrived, out),
-            Incoming::Js(msg) => self.process_js(rt, instance, msg, batch_started, arrived, out),
+            Incoming::Core(msg) => self.process_core(instance, msg, arrived, trace, out),
+            Incoming::Js(msg) => {
+                self.process_js(rt, instance, msg, batch_started, arrived, trace, out)
+            }
         }
     }
 
-    /// The span of one message, with the `messaging.*` fields.
-    fn message_span(&self, subject: &str, size: usize) -> tracing::Span {
-        tracing::debug_span!(
+    /// The span of one message, with the `messaging.*` fields, continuing
+    /// the trace in its headers; and the context its outputs carry. Enter
+    /// the span after this (entering fixes its parent).
+    fn message_span(&self, msg: &async_nats::Message) -> (tracing::Span, Option<Carried>) {
+        let span = tracing::debug_span!(
             "message",
+            otel.kind = "consumer",
             messaging.system = "nats",
             messaging.operation = "process",
-            messaging.destination.name = %subject,
-            messaging.message.body.size = size,
+            messaging.destination.name = %msg.subject,
+            messaging.message.body.size = msg.payload.len(),
             wasmgate.plugin = self.plugin.name(),
-        )
+        );
+        let trace = Carried::start(&span, msg.headers.as_ref());
+        (span, trace)
     }
 
     /// Run `handle`, replacing a trapped instance. `Err` is a trap or

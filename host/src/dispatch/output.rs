@@ -31,7 +31,7 @@ use async_nats::{Client, HeaderMap};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Dispatch, ERROR_HEADER, Source};
+use super::{Carried, Dispatch, ERROR_HEADER, Source};
 use crate::config::PublishAck;
 use crate::jetstream::{Capture, JsBinding, JsMessage, Settle, Streams};
 use crate::runtime::Outgoing;
@@ -54,6 +54,8 @@ pub(super) enum Send {
     Reply {
         to: String,
         payload: Vec<u8>,
+        /// The trace context it carries; boxed, as [`Send::Settle`].
+        trace: Option<Box<Carried>>,
     },
     Error {
         to: String,
@@ -62,10 +64,7 @@ pub(super) enum Send {
     },
     /// Boxed: a JetStream message is several times the size of the rest,
     /// and every publish of a batch moves through this type.
-    Settle {
-        msg: Box<JsMessage>,
-        settle: Settle,
-    },
+    Settle { msg: Box<JsMessage>, settle: Settle },
 }
 
 /// Which JetStream input a publish came from: its stream sequence and the
@@ -387,7 +386,14 @@ impl Output {
             return;
         }
         let result = match (item, failure) {
-            (Send::Reply { to, payload }, None) => self.client.publish(to, payload.into()).await,
+            (Send::Reply { to, payload, trace }, None) => match trace {
+                None => self.client.publish(to, payload.into()).await,
+                Some(t) => {
+                    self.client
+                        .publish_with_headers(to, t.headers(), payload.into())
+                        .await
+                }
+            },
             (Send::Reply { to, .. }, Some(reason)) => {
                 self.error_reply(to, "unavailable", reason).await
             }

@@ -7,6 +7,9 @@
 # `tests: N passed, N failed`, over every cargo test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A whole run is usually a fresh build (CI clones afresh): incremental data
+# would only add gigabytes of disk. Set CARGO_INCREMENTAL=1 to keep it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 servers=$(bash scripts/setup.sh | grep '^/')
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -23,8 +23,8 @@ COMPONENTIZE_JS_VERSION=0.23.0
 # The host links WASI p2 (granting nothing) but not wasi:http, which
 # componentize-js's engine imports by default for fetch(): switch those
 # features off at build time instead of growing the host (docs/javascript.md).
-JS_FLAGS=(--wit "$root/wit" --world-name plugin --disable http fetch-event)
-PY_FLAGS=(-d "$root/wit" -w plugin componentize -p "$root/plugins/python-uppercase" app)
+JS_FLAGS=(--wit "$root/wit" --world-name batch-plugin --disable http fetch-event)
+PY_FLAGS=(-d "$root/wit" -w batch-plugin componentize -p "$root/plugins/python-uppercase" app)
 
 out="$root/plugins/target/polyglot"
 venv="$root/.local/venv"

@@ -108,6 +108,13 @@ impl Otlp {
             }))
     }
 
+    /// Export what is queued now, waiting for the collector's answer.
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "trace export failed");
+        }
+    }
+
     /// Export what is still queued (waiting at most `timeout`) and stop.
     pub fn shutdown(&self, timeout: Duration) {
         if let Err(e) = self.provider.shutdown_with_timeout(timeout) {

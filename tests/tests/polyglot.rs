@@ -1,7 +1,9 @@
 //! The uppercase handler written in Rust (with the `wasmgate-plugin` SDK),
 //! Python (componentize-py) and JavaScript (componentize-js) behaves the same
 //! through a live in-process gateway on a real nats-server: one behaviour
-//! test, run alike for each language.
+//! test, run alike for each language. Each example exports `batch-handler`,
+//! so this goes through its batch path (the single-message `handle` path is
+//! what `wasmgate invoke` runs, in `host/tests/`).
 //!
 //! The Python and JavaScript components are built by
 //! `scripts/build-polyglot.sh` (called through the harness); a missing tool
@@ -123,6 +125,17 @@ async fn uppercase_behaviour(wasm: PathBuf) {
     assert_eq!(
         broken.publish_failed, 0,
         "the refused publish never reached NATS"
+    );
+    // Every language's example exports `batch-handler`: what was checked
+    // above went through `handle-batch`, the refused publish included.
+    for p in &status.plugins {
+        assert!(p.batched, "plugin {} exports batch-handler", p.name);
+    }
+    assert!(
+        upper.batches >= 1 && broken.batches == 1,
+        "handled in batches: {} and {} handle-batch calls",
+        upper.batches,
+        broken.batches
     );
 
     gw.stop().await;

@@ -103,7 +103,7 @@ impl Native {
     }
 }
 
-fn gateway_config(server: &NatsServer, http: &str) -> wasmgate::Config {
+pub fn gateway_config(server: &NatsServer, http: &str) -> wasmgate::Config {
     let mut config = wasmgate::Config::default();
     config.nats.servers = vec![server.url()];
     config.http.listen = http.to_string();
@@ -312,7 +312,7 @@ fn switches() -> u64 {
         .sum()
 }
 
-async fn requester(args: &[String]) -> anyhow::Result<Report> {
+pub async fn requester(args: &[String]) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
     let out = tokio::process::Command::new(exe)
         .arg("requester")

@@ -2,12 +2,13 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,latency,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,latency,traces,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
 //! bench loadgen ...                      the load generator (spawned by `run`)
 //! bench requester ...                    the latency section's requester (spawned by `run`)
+//! bench traces [--quick]                 the trace-export section in a process of its own (spawned by `run`)
 //! ```
 //!
 //! Everything runs on loopback against nats-server processes this program
@@ -24,6 +25,7 @@ mod recovery;
 mod scale;
 mod startup;
 mod stats;
+mod traces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,8 +61,14 @@ fn main() -> ExitCode {
             chart::render(&results, std::path::Path::new(&output))
         })(),
         "run" => parse_run(args).and_then(run),
+        "traces" => {
+            let quick = args.any(|a| a == "--quick");
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(traces::main(quick)))
+        }
         other => Err(anyhow::anyhow!(
-            "unknown mode {other:?}: use run, chart, loadgen or requester"
+            "unknown mode {other:?}: use run, chart, loadgen, requester or traces"
         )),
     };
     match result {
@@ -227,6 +235,11 @@ fn run(o: Options) -> anyhow::Result<()> {
                 size: 128,
             };
             results["latency"] = latency::run(&server, &p).await?;
+        }
+        if want("traces") {
+            eprintln!("bench: what exporting traces costs (load {})", load_average());
+            loads.insert("traces".into(), load_average().into());
+            results["traces"] = traces::spawn(o.quick).await?;
         }
         if want("jetstream") {
             eprintln!("bench: JetStream consume-and-ack (load {})", load_average());

@@ -29,9 +29,10 @@
 //!
 //! Then the same handler in each plugin language, the `uppercase` example
 //! (read `prefix`, upper-case the payload, publish it with the headers, log a
-//! debug line, reply when asked): `Instance::handle` per message for Rust,
-//! Python and JavaScript, and `Instance::handle_batch` for Rust (the only
-//! one with the batch export), against the same work in plain Rust. Fewer
+//! debug line, reply when asked): `Instance::handle` per message and
+//! `Instance::handle_batch` with 128 messages per call for Rust, Python and
+//! JavaScript (each example exports `batch-handler`), against the same work
+//! in plain Rust. Fewer
 //! iterations: a JavaScript call takes tens of microseconds. The components
 //! are compiled through a compile cache in a temporary folder.
 
@@ -296,8 +297,28 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
         python.instantiate()?,
         js.instantiate()?,
     ];
-    let mut rust_batched = rust.instantiate()?;
+    // The same three through `handle-batch`, 128 messages per call.
+    let mut batched = [
+        rust.instantiate()?,
+        python.instantiate()?,
+        js.instantiate()?,
+    ];
     let mut batch_results = BatchResults::default();
+    for inst in &mut batched {
+        let name = inst.plugin().name().to_string();
+        anyhow::ensure!(inst.batched(), "{name} exports batch-handler");
+        inst.handle_batch(&mut encoded, &mut batch_results)?;
+        let r = &batch_results;
+        anyhow::ensure!(
+            r.results.len() == BATCH
+                && r.results.iter().all(|m| m.outcome == Outcome::Ok(None) && m.publishes == 1)
+                && r.publishes.len() == BATCH
+                && r.publishes.iter().all(|o| o.subject.as_str() == "out.in.bench"
+                    && o.payload[..] == vec![b'X'; p.size][..]),
+            "{name}'s batch does what uppercase does: {:?}",
+            r.results.first()
+        );
+    }
     for inst in &mut instances {
         let h = inst.handle(&input)?;
         anyhow::ensure!(
@@ -309,11 +330,13 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
             inst.plugin().name()
         );
     }
-    const KINDS: [&str; 5] = [
+    const KINDS: [&str; 7] = [
         "rust",
         "rust_batched",
         "python",
+        "python_batched",
         "javascript",
+        "javascript_batched",
         "native_work",
     ];
     // A JavaScript call costs tens of microseconds: far fewer iterations.
@@ -323,10 +346,11 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
         for (k, kind) in KINDS.iter().enumerate() {
             let start = Instant::now();
             let calls = match *kind {
-                "rust_batched" => {
+                "rust_batched" | "python_batched" | "javascript_batched" => {
+                    let inst = &mut batched[[0, 0, 0, 1, 0, 2][k]];
                     let rounds = n.div_ceil(BATCH as u64);
                     for _ in 0..rounds {
-                        rust_batched.handle_batch(black_box(&mut encoded), &mut batch_results)?;
+                        inst.handle_batch(black_box(&mut encoded), &mut batch_results)?;
                         black_box(&batch_results);
                     }
                     rounds * BATCH as u64
@@ -344,7 +368,7 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
                     n
                 }
                 _ => {
-                    let inst = &mut instances[[0, 0, 1, 2][k]];
+                    let inst = &mut instances[[0, 0, 1, 0, 2][k]];
                     for _ in 0..n {
                         black_box(inst.handle(black_box(&input))?);
                     }
@@ -383,6 +407,7 @@ fn bench_message(size: usize) -> async_nats::Message {
 fn message_span(msg: &async_nats::Message, plugin: &str) -> tracing::Span {
     tracing::debug_span!(
         "message",
+        otel.kind = "consumer",
         messaging.system = "nats",
         messaging.operation = "process",
         messaging.destination.name = %msg.subject,

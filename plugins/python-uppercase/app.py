@@ -46,20 +46,23 @@ def describe_publish_error(error: PublishError) -> str:
 
 
 # Asked once per instance: whether the gateway records `debug` lines, so that
-# a line it would drop is never formatted (like the Rust SDK's macros).
+# a line it would drop is never formatted (like the Rust SDK's macros), and
+# the config (fixed for an instance's life: a changed config reloads the
+# plugin, with new instances). Each import call costs a crossing (~1 µs).
 _debug_enabled: Optional[bool] = None
+_prefix: Optional[str] = None
 
 
 def handle(msg: Message) -> Optional[bytes]:
     """The handler. Returning bytes or None is `ok(...)`; raising
     Err(HandleError_Retry/Reject(...)) is `err(...)`; any other exception
     traps."""
-    global _debug_enabled
+    global _debug_enabled, _prefix
     if _debug_enabled is None:
         _debug_enabled = log_filter.enabled(log.Level.DEBUG)
-    prefix = config.get("prefix") or "out"
+        _prefix = config.get("prefix") or "out"
     upper = msg.payload.upper()  # bytes.upper() changes ASCII letters only
-    target = f"{prefix}.{msg.subject}"
+    target = f"{_prefix}.{msg.subject}"
     if _debug_enabled:
         log.log(log.Level.DEBUG, f"{msg.subject} -> {target} ({len(upper)} bytes)")
     publish(target, upper, msg.headers)
@@ -106,60 +109,58 @@ class Handler(exports.Handler):
 
 
 # The batch encoding is in wit/batch-handler.wit: little-endian u32 lengths
-# and counts, 0xFFFFFFFF for none.
+# and counts, 0xFFFFFFFF for none. Written as one flat loop with local names:
+# every function call and attribute lookup is interpreted bytecode.
 _NONE = 0xFFFFFFFF
+_NONE_BYTES = b"\xff\xff\xff\xff"
 _u32 = struct.Struct("<I")
 _js = struct.Struct("<QQQQQ")
 
 
-def _decode(batch: bytes):
-    view = memoryview(batch)
-    at = 0
-
-    def u32() -> int:
-        nonlocal at
-        (v,) = _u32.unpack_from(view, at)
-        at += 4
-        return v
-
-    def raw() -> bytes:
-        nonlocal at
-        n = u32()
-        b = bytes(view[at : at + n])
-        at += n
-        return b
-
-    def text() -> str:
-        nonlocal at
-        n = u32()
-        s = str(view[at : at + n], "utf-8")
-        at += n
-        return s
-
-    for _ in range(u32()):
-        subject = text()
-        if _u32.unpack_from(view, at)[0] == _NONE:
-            at += 4
+def _decode(batch: bytes) -> list:
+    unpack = _u32.unpack_from
+    (count,) = unpack(batch, 0)
+    at = 4
+    messages = []
+    for _ in range(count):
+        (n,) = unpack(batch, at)
+        subject = batch[at + 4 : at + 4 + n].decode()
+        at += 4 + n
+        (n,) = unpack(batch, at)
+        if n == _NONE:
             reply_to = None
-        else:
-            reply_to = text()
-        headers = [(text(), text()) for _ in range(u32())]
-        payload = raw()
-        if _u32.unpack_from(view, at)[0] == _NONE:
             at += 4
-            jetstream = None
         else:
-            stream, consumer = text(), text()
-            numbers = _js.unpack_from(view, at)
+            reply_to = batch[at + 4 : at + 4 + n].decode()
+            at += 4 + n
+        (h,) = unpack(batch, at)
+        at += 4
+        headers = []
+        for _ in range(h):
+            (n,) = unpack(batch, at)
+            name = batch[at + 4 : at + 4 + n].decode()
+            at += 4 + n
+            (n,) = unpack(batch, at)
+            value = batch[at + 4 : at + 4 + n].decode()
+            at += 4 + n
+            headers.append((name, value))
+        (n,) = unpack(batch, at)
+        payload = batch[at + 4 : at + 4 + n]
+        at += 4 + n
+        (n,) = unpack(batch, at)
+        if n == _NONE:
+            jetstream = None
+            at += 4
+        else:
+            stream = batch[at + 4 : at + 4 + n].decode()
+            at += 4 + n
+            (n,) = unpack(batch, at)
+            consumer = batch[at + 4 : at + 4 + n].decode()
+            at += 4 + n
+            jetstream = (stream, consumer) + _js.unpack_from(batch, at)
             at += _js.size
-            jetstream = (stream, consumer) + numbers
-        yield Message(subject, payload, headers, reply_to), jetstream
-
-
-def _str(out: bytearray, s: str) -> None:
-    b = s.encode()
-    out += _u32.pack(len(b))
-    out += b
+        messages.append((Message(subject, payload, headers, reply_to), jetstream))
+    return messages
 
 
 class BatchHandler(exports.BatchHandler):
@@ -167,7 +168,9 @@ class BatchHandler(exports.BatchHandler):
 
     def handle_batch(self, batch: bytes) -> bytes:
         global _outbox, current_jetstream
-        out = bytearray(batch[:4])  # the same count
+        pack = _u32.pack
+        parts = [batch[:4]]  # the same count
+        put = parts.append
         for msg, jetstream in _decode(batch):
             current_jetstream = jetstream
             _outbox = []
@@ -176,25 +179,33 @@ class BatchHandler(exports.BatchHandler):
             except Err as e:
                 # Err(retry/reject): that message's result; any other exception
                 # traps, and the host runs the batch's messages one at a time.
-                out.append(1 if isinstance(e.value, HandleError_Retry) else 2)
-                _str(out, e.value.value)
+                reason = e.value.value.encode()
+                put(b"\x01" if isinstance(e.value, HandleError_Retry) else b"\x02")
+                put(pack(len(reason)))
+                put(reason)
                 continue
             finally:
                 current_jetstream = None
-            out.append(0)
-            out += _u32.pack(len(_outbox))
+            put(b"\x00")
+            put(pack(len(_outbox)))
             for subject, headers, payload in _outbox:
-                _str(out, subject)
-                out += _u32.pack(len(headers))
+                s = subject.encode()
+                put(pack(len(s)))
+                put(s)
+                put(pack(len(headers)))
                 for name, value in headers:
-                    _str(out, name)
-                    _str(out, value)
-                out += _u32.pack(len(payload))
-                out += payload
+                    b = name.encode()
+                    put(pack(len(b)))
+                    put(b)
+                    b = value.encode()
+                    put(pack(len(b)))
+                    put(b)
+                put(pack(len(payload)))
+                put(payload)
             if reply is None:
-                out += _u32.pack(_NONE)
+                put(_NONE_BYTES)
             else:
-                out += _u32.pack(len(reply))
-                out += reply
+                put(pack(len(reply)))
+                put(reply)
         _outbox = None
-        return bytes(out)
+        return b"".join(parts)

@@ -43,10 +43,14 @@ async fn uppercase_behaviour(wasm: PathBuf) {
     ));
     config.plugins.push(plugin_from(
         "broken",
-        wasm,
+        wasm.clone(),
         &["bad.>"],
         &[("prefix", "bad prefix")],
     ));
+    // A JetStream binding: its batches carry each message's metadata.
+    let mut stream = plugin_from("stream", wasm, &["jsin.>"], &[("prefix", "up")]);
+    stream.bindings[0].jetstream = Some(js_config("POLYGLOT", "polyglot"));
+    config.plugins.push(stream);
     let gw = Running::start(config).await;
 
     let nc = client(&server).await;
@@ -102,6 +106,21 @@ async fn uppercase_behaviour(wasm: PathBuf) {
         "publish failed: invalid-subject: subject \"bad prefix.bad.x\" contains whitespace"
     );
 
+    // 4. From a stream, acked once handled.
+    let js = async_nats::jetstream::new(nc.clone());
+    js.publish("jsin.stored", "from a stream".into())
+        .await
+        .expect("publish to the stream")
+        .await
+        .expect("stored");
+    let stored = next(&mut out, "the stream message's publish").await;
+    assert_eq!(stored.subject.as_str(), "up.jsin.stored");
+    assert_eq!(stored.payload.as_ref(), b"FROM A STREAM");
+    eventually(WAIT, "the stream message is acked", || async {
+        (ack_pending(&js, "POLYGLOT", "polyglot").await == 0).then_some(())
+    })
+    .await;
+
     let status = gw.status();
     let upper = &status.bindings[0];
     let broken = &status.bindings[1];
@@ -130,7 +149,14 @@ async fn uppercase_behaviour(wasm: PathBuf) {
     // above went through `handle-batch`, the refused publish included.
     for p in &status.plugins {
         assert!(p.batched, "plugin {} exports batch-handler", p.name);
+        assert!(
+            p.jetstream_batched,
+            "plugin {} takes JetStream batches",
+            p.name
+        );
     }
+    let stream = &status.bindings[2];
+    assert_eq!((stream.handled, stream.batches), (1, 1), "{stream:?}");
     assert!(
         upper.batches >= 1 && broken.batches == 1,
         "handled in batches: {} and {} handle-batch calls",

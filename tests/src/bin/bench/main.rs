@@ -237,7 +237,10 @@ fn run(o: Options) -> anyhow::Result<()> {
             results["latency"] = latency::run(&server, &p).await?;
         }
         if want("traces") {
-            eprintln!("bench: what exporting traces costs (load {})", load_average());
+            eprintln!(
+                "bench: what exporting traces costs (load {})",
+                load_average()
+            );
             loads.insert("traces".into(), load_average().into());
             results["traces"] = traces::spawn(o.quick).await?;
         }

@@ -311,10 +311,14 @@ fn languages(p: &Params) -> anyhow::Result<Value> {
         let r = &batch_results;
         anyhow::ensure!(
             r.results.len() == BATCH
-                && r.results.iter().all(|m| m.outcome == Outcome::Ok(None) && m.publishes == 1)
+                && r.results
+                    .iter()
+                    .all(|m| m.outcome == Outcome::Ok(None) && m.publishes == 1)
                 && r.publishes.len() == BATCH
-                && r.publishes.iter().all(|o| o.subject.as_str() == "out.in.bench"
-                    && o.payload[..] == vec![b'X'; p.size][..]),
+                && r.publishes
+                    .iter()
+                    .all(|o| o.subject.as_str() == "out.in.bench"
+                        && o.payload[..] == vec![b'X'; p.size][..]),
             "{name}'s batch does what uppercase does: {:?}",
             r.results.first()
         );

@@ -231,7 +231,10 @@ async fn run(server: &NatsServer, export: &Export, p: &Params) -> anyhow::Result
     }
     export.set(false);
     let pairs = |v: &[Vec<f64>; 2], f: fn(f64, f64) -> f64| -> Vec<f64> {
-        v[1].iter().zip(&v[0]).map(|(on, off)| f(*on, *off)).collect()
+        v[1].iter()
+            .zip(&v[0])
+            .map(|(on, off)| f(*on, *off))
+            .collect()
     };
     let p50_added = median(&pairs(&p50, |on, off| on - off));
     let p99_ratio = median(&pairs(&p99, |on, off| on / off));

@@ -399,6 +399,23 @@ pub async fn seen_across(old: &Client, new: &Client, timeout: Duration) -> Resul
     Err(format!("no echo across the cluster within {timeout:?}"))
 }
 
+/// The oldest nats-server release the gateway is tested on (the suite runs
+/// on it and on the current one): pull consumers with idle heartbeats,
+/// which JetStream bindings rely on, came in 2.9.
+const OLDEST_TESTED: semver::Version = semver::Version::new(2, 9, 0);
+
+/// What to tell an operator about a server announcing `version`: `None`
+/// for 2.9 and later (or a version that does not parse, which the server's
+/// own build decides).
+pub(crate) fn version_warning(version: &str) -> Option<String> {
+    let v = semver::Version::parse(version.trim_start_matches('v')).ok()?;
+    (v < OLDEST_TESTED).then(|| {
+        format!(
+            "nats-server {version} is older than 2.9, the oldest release wasmgate is tested on; JetStream bindings need 2.9 (pull consumers with idle heartbeats) and may fail"
+        )
+    })
+}
+
 #[cfg(test)]
 mod lame_duck_tests {
     use super::*;
@@ -434,5 +451,28 @@ mod lame_duck_tests {
         );
         assert_eq!(host_port("nats://[::1]:4225"), Some(("::1".into(), 4225)));
         assert_eq!(host_port("[::1]"), Some(("::1".into(), 4222)));
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::version_warning;
+
+    #[test]
+    fn servers_older_than_2_9_are_warned_about() {
+        for old in ["2.8.4", "v2.2.0", "1.4.1"] {
+            let w = version_warning(old).expect("a warning");
+            assert!(w.contains(old) && w.contains("2.9"), "{w}");
+        }
+        for fine in [
+            "2.9.0",
+            "2.9.10",
+            "2.15.1",
+            "2.12.0-beta.1",
+            "3.0.0",
+            "not a version",
+        ] {
+            assert_eq!(version_warning(fine), None, "{fine}");
+        }
     }
 }

@@ -219,6 +219,9 @@ pub struct Status {
     /// The server currently connected to, as `host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// That server's version, as it announced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
     /// Consecutive failed health probes.
     pub consecutive_failures: u32,
     /// Attempts in the current reconnect (client's own or the supervisor's); 0 when connected.
@@ -377,6 +380,7 @@ impl StatusHub {
             state: ConnectionState::Connecting,
             ready: false,
             server: None,
+            server_version: None,
             consecutive_failures: 0,
             reconnect_attempts: 0,
             total_reconnects: 0,

@@ -82,6 +82,8 @@ pub struct NatsServer {
     /// Config file text (`server.conf` in the store), kept so that every
     /// restart starts from the same file.
     config: Option<String>,
+    /// Started with `-js` (the default).
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -97,7 +99,16 @@ impl NatsServer {
         Self::start_from(Some(conf))
     }
 
+    /// A server without JetStream, as an operator may run one.
+    pub fn start_without_jetstream() -> NatsServer {
+        Self::start_as(None, false)
+    }
+
     fn start_from(conf: Option<&str>) -> NatsServer {
+        Self::start_as(conf, true)
+    }
+
+    fn start_as(conf: Option<&str>, jetstream: bool) -> NatsServer {
         let mut last = String::new();
         for _ in 0..5 {
             let mut server = NatsServer {
@@ -105,6 +116,7 @@ impl NatsServer {
                 store: tempfile::tempdir().expect("temp dir for JetStream"),
                 child: None,
                 config: conf.map(str::to_string),
+                jetstream,
             };
             if let Err(e) = server.write_config() {
                 last = e;
@@ -163,16 +175,14 @@ impl NatsServer {
         if self.config.is_some() {
             command.arg("-c").arg(self.config_path());
         }
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.jetstream {
+            command
+                .arg("-js")
+                .arg("-sd")
+                .arg(self.store.path().join("js"));
+        }
         let child = command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path().join("js"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

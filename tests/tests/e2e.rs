@@ -41,6 +41,13 @@ async fn message_is_handled_and_output_arrives() {
     let (code, status) = http_get(addr, "/status").await;
     assert_eq!(code, 200);
     assert_eq!(status["state"], "connected");
+    assert!(
+        status["server_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2.")),
+        "the server's version: {}",
+        status["server_version"]
+    );
     assert_eq!(status["total_reconnects"], 0);
     let binding = &status["bindings"][0];
     assert_eq!(binding["plugin"], "upper");

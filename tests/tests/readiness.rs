@@ -185,3 +185,55 @@ async fn bindings_the_server_refuses_are_failed_not_bound_and_readyz_is_503() {
     shutdown.cancel();
     gw.wait().await.expect("clean shutdown");
 }
+
+/// An operator's server without JetStream: the JetStream binding is
+/// `failed`, saying so, while the core binding beside it binds and handles
+/// its messages; the gateway is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_jetstream_fails_only_the_jetstream_binding_saying_why() {
+    init_logs();
+    let server = NatsServer::start_without_jetstream();
+    let mut config = upper_config(&[server.url()]);
+    config.plugins.push(jetstream_plugin(
+        "stored",
+        "uppercase",
+        "jsin.>",
+        &[("prefix", "out")],
+        js_config("NOJS", "nojs"),
+    ));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gw = wasmgate::Gateway::start(config, shutdown.clone())
+        .await
+        .expect("the gateway starts: what the server lacks is a binding's problem");
+    let status = eventually(WAIT, "the JetStream binding fails", || async {
+        let s = gw.status();
+        (s.bindings[1].state == BindingState::Failed).then_some(s)
+    })
+    .await;
+    let error = status.bindings[1].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("JetStream") && error.contains("not enabled"),
+        "the error says what is missing: {error:?}"
+    );
+    let status = eventually(WAIT, "the core binding binds", || async {
+        let s = gw.status();
+        (s.bindings[0].state == BindingState::Bound).then_some(s)
+    })
+    .await;
+    assert!(!status.ready, "not ready while a binding failed");
+    let (code, _) = http_get(gw.http_addr().unwrap(), "/readyz").await;
+    assert_eq!(code, 503);
+
+    let nc = client(&server).await;
+    let mut out = nc.subscribe("out.>").await.unwrap();
+    nc.flush().await.unwrap();
+    nc.publish("in.core", "still works".into()).await.unwrap();
+    let msg = tokio::time::timeout(WAIT, out.next())
+        .await
+        .expect("the core binding's output")
+        .unwrap();
+    assert_eq!(msg.payload.as_ref(), b"STILL WORKS");
+
+    shutdown.cancel();
+    gw.wait().await.expect("clean shutdown");
+}

@@ -147,7 +147,7 @@ pub async fn declare_noting(
                     .await
                     .with_context(|| format!("creating stream {}", c.stream))?
             }
-            Err(e) => return Err(e).with_context(|| format!("stream {}", c.stream)),
+            Err(e) => return Err(stream_error(e, b, "")),
         };
         let info = stream
             .info()
@@ -201,12 +201,32 @@ pub async fn declare_noting(
         let stream = js
             .get_stream(&c.stream)
             .await
-            .with_context(|| format!("stream {} (create = false)", c.stream))?;
+            .map_err(|e| stream_error(e, b, " (create = false)"))?;
         let consumer = stream
             .get_consumer(&c.consumer)
             .await
             .map_err(anyhow::Error::from_boxed)
             .with_context(|| format!("consumer {} on {} (create = false)", c.consumer, c.stream))?;
         Ok((consumer, None))
+    }
+}
+
+/// The first JetStream request of a binding failed. When nothing answered
+/// it, the account has no JetStream (a server started without it, or an
+/// account without JetStream limits): say that, not what async-nats says of
+/// a request nobody answers ("requested JetStream resource does not exist").
+fn stream_error(e: jetstream::context::GetStreamError, b: &JsBinding, note: &str) -> anyhow::Error {
+    use std::error::Error as _;
+    let nothing_answered = matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request)
+        && e.source()
+            .and_then(|s| s.downcast_ref::<jetstream::context::RequestError>())
+            .is_some_and(|r| r.kind() == jetstream::context::RequestErrorKind::NoResponders);
+    if nothing_answered {
+        anyhow::anyhow!(
+            "JetStream is not enabled for the gateway's account on this server (nothing answers $JS.API requests): enable it (nats-server -js, or the account's jetstream limits), or bind {} without a [jetstream] table",
+            b.subject
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("stream {}{note}", b.config.stream))
     }
 }

@@ -496,6 +496,12 @@ impl Supervisor {
         self.status.update(|s| {
             publish.apply(s);
             s.server = Some(format!("{}:{}", info.host, info.port));
+            if s.server_version.as_deref() != Some(info.version.as_str()) {
+                if let Some(warning) = crate::connection::version_warning(&info.version) {
+                    tracing::warn!(server = %format!("{}:{}", info.host, info.port), version = %info.version, "{warning}");
+                }
+                s.server_version = Some(info.version.clone());
+            }
             s.last_probe_rtt_us = Some(rtt.as_micros().min(u64::MAX as u128) as u64);
             for (b, bound) in s.bindings.iter_mut().zip(&conn.bound) {
                 if bound.is_some() {

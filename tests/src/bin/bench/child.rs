@@ -159,6 +159,26 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The load generator's arguments for a throughput run: publish `count`
+/// messages of `size` bytes to `subject` and count their outputs on
+/// `out.<subject>`, until 3 s pass without one.
+pub fn throughput_args(url: String, subject: &str, count: u64, size: usize) -> Vec<String> {
+    vec![
+        "--url".into(),
+        url,
+        "--subject".into(),
+        subject.to_string(),
+        "--count".into(),
+        count.to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--expect".into(),
+        format!("out.{subject}"),
+        "--idle-ms".into(),
+        "3000".into(),
+    ]
+}
+
 /// The parent's side: spawn `bench loadgen` with `args`, wait for `READY`.
 pub struct Child {
     child: tokio::process::Child,

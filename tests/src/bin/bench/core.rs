@@ -132,20 +132,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
             }
             k += 1;
             let subject = format!("in.t{k}");
-            let args = vec![
-                "--url".into(),
-                server.url(),
-                "--subject".into(),
-                subject.clone(),
-                "--count".into(),
-                messages.to_string(),
-                "--size".into(),
-                p.size.to_string(),
-                "--expect".into(),
-                format!("out.{subject}"),
-                "--idle-ms".into(),
-                "3000".into(),
-            ];
+            let args = crate::child::throughput_args(server.url(), &subject, messages, p.size);
             let server_pid = server.process_id().map(|p| p.to_string());
             let cpu_before = (
                 stats::cpu_secs("self"),

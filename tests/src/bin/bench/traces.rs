@@ -196,20 +196,7 @@ async fn run(server: &NatsServer, export: &Export, p: &Params) -> anyhow::Result
             let messages = if warmup { p.messages / 5 } else { p.messages };
             let capacity = (messages as usize + 65_536).next_power_of_two();
             let subject = format!("in.t{k}");
-            let args = vec![
-                "--url".into(),
-                server.url(),
-                "--subject".into(),
-                subject.clone(),
-                "--count".into(),
-                messages.to_string(),
-                "--size".into(),
-                p.size.to_string(),
-                "--expect".into(),
-                format!("out.{subject}"),
-                "--idle-ms".into(),
-                "3000".into(),
-            ];
+            let args = crate::child::throughput_args(server.url(), &subject, messages, p.size);
             let shutdown = CancellationToken::new();
             let gw = Gateway::start(
                 crate::core::gateway_config(server, capacity, true),

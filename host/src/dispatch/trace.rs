@@ -20,6 +20,12 @@ use crate::runtime::Outgoing;
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
+/// The longest `tracestate` carried on. The sender chose it and every output
+/// of the message repeats it (up to 1,024 publishes): W3C asks participants
+/// to carry at least 512 characters and lets them drop a longer one.
+const MAX_TRACESTATE: usize = 512;
+/// `00-` + 32 hex digits + `-` + 16 + `-` + 2.
+const VERSION_00_LEN: usize = 55;
 
 /// The trace context a message's outputs carry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,10 +74,24 @@ impl Carried {
         let traceparent = value(TRACEPARENT)?;
         let carried = Carried {
             traceparent: traceparent.trim().to_string(),
-            tracestate: value(TRACESTATE).map(|s| s.trim().to_string()),
+            tracestate: value(TRACESTATE)
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE)
+                .map(str::to_string),
         };
-        let cx = TraceContextPropagator::new().extract(&carried);
-        cx.span().span_context().is_valid().then_some(carried)
+        let propagator = TraceContextPropagator::new();
+        let cx = propagator.extract(&carried);
+        if !cx.span().span_context().is_valid() {
+            return None;
+        }
+        if carried.traceparent.len() == VERSION_00_LEN {
+            return Some(carried);
+        }
+        // A later version, which may be longer: carried on as version 00.
+        let mut normal = Carried::default();
+        propagator.inject_context(&cx, &mut normal);
+        normal.tracestate = carried.tracestate;
+        Some(normal)
     }
 
     /// `o` with this context in its headers, instead of any it had.
@@ -159,6 +179,30 @@ mod tests {
         let carried = Carried::start(&span, Some(&h)).expect("a valid context");
         assert_eq!(carried.traceparent, PARENT);
         assert_eq!(carried.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+    }
+
+    #[test]
+    fn a_tracestate_longer_than_512_bytes_is_dropped_and_the_parent_kept() {
+        let long = format!("k={}", "v".repeat(MAX_TRACESTATE));
+        let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, long.as_str())]);
+        let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
+        assert_eq!(carried.traceparent, PARENT);
+        assert_eq!(carried.tracestate, None);
+        let fits = format!("k={}", "v".repeat(MAX_TRACESTATE - 2));
+        let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, fits.as_str())]);
+        let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
+        assert_eq!(carried.tracestate.as_deref(), Some(fits.as_str()));
+    }
+
+    #[test]
+    fn a_later_version_is_carried_on_as_version_00() {
+        let later = format!(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-{}",
+            "x".repeat(4096)
+        );
+        let h = headers(&[(TRACEPARENT, later.as_str())]);
+        let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
+        assert_eq!(carried.traceparent, PARENT);
     }
 
     #[test]

@@ -207,6 +207,12 @@ pub(crate) fn check_endpoint(url: &str) -> Result<(), String> {
     if authority.host().is_empty() {
         return Err(format!("{shown:?} has no host"));
     }
+    if uri.query().is_some() {
+        return Err(format!(
+            "{:?}: a query string is refused (a token in it would appear in logs); put credentials in OTEL_EXPORTER_OTLP_HEADERS",
+            shown.split('?').next().unwrap_or_default()
+        ));
+    }
     Ok(())
 }
 
@@ -304,6 +310,12 @@ mod tests {
             ("not a url", &[][..], CONFIG_KEY, "not a URL"),
             ("https://c:4318", &[][..], CONFIG_KEY, "https"),
             ("ftp://c", &[][..], CONFIG_KEY, "http://"),
+            (
+                "http://c:4318/?api_key=hunter2",
+                &[][..],
+                CONFIG_KEY,
+                "query string",
+            ),
             (
                 "http://u:hunter2@c:4318",
                 &[][..],

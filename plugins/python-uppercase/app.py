@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import config, log, log_filter, publisher
+from wit_world.imports.delivery import JetstreamInfo
 from wit_world.imports.types import (
     HandleError_Reject,
     HandleError_Retry,
@@ -78,11 +79,10 @@ def handle(msg: Message) -> Optional[bytes]:
 # same way.
 
 _outbox: Optional[List[Tuple[str, List[Tuple[str, str]], bytes]]] = None
-# The JetStream metadata of the message in hand inside a batch, as
-# `delivery.jetstream()` gives it outside one (which answers None inside a
-# batch): (stream, consumer, stream_sequence, consumer_sequence, delivered,
-# pending, published_ms), or None for a core message.
-current_jetstream: Optional[tuple] = None
+# The JetStream metadata of the message in hand inside a batch, the same
+# `JetstreamInfo` record `delivery.jetstream()` gives outside one (which
+# answers None inside a batch); None for a core message.
+current_jetstream: Optional[JetstreamInfo] = None
 
 
 def publish(subject: str, payload: bytes, headers: List[Tuple[str, str]]) -> None:
@@ -157,7 +157,7 @@ def _decode(batch: bytes) -> list:
             (n,) = unpack(batch, at)
             consumer = batch[at + 4 : at + 4 + n].decode()
             at += 4 + n
-            jetstream = (stream, consumer) + _js.unpack_from(batch, at)
+            jetstream = JetstreamInfo(stream, consumer, *_js.unpack_from(batch, at))
             at += _js.size
         messages.append((Message(subject, payload, headers, reply_to), jetstream))
     return messages

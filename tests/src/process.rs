@@ -117,7 +117,14 @@ impl GatewayProcess {
             .open(self.log_path())
             .expect("open wasmgate.log");
         let _ = writeln!(log, "===== wasmgate-tests: start {} =====", self.starts);
-        let child = Command::new(wasmgate_bin())
+        let mut command = Command::new(wasmgate_bin());
+        // Trace export only as the test says: none from the environment.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .args(["run", "--no-watch", "--config"])
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

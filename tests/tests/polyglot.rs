@@ -157,6 +157,11 @@ async fn uppercase_behaviour(wasm: PathBuf) {
     }
     let stream = &status.bindings[2];
     assert_eq!((stream.handled, stream.batches), (1, 1), "{stream:?}");
+    // A batch that trapped or came back malformed is run again one message
+    // at a time, which would pass every check above: none was.
+    for b in &status.bindings {
+        assert_eq!(b.batches_rerun, 0, "{}: {b:?}", b.plugin);
+    }
     assert!(
         upper.batches >= 1 && broken.batches == 1,
         "handled in batches: {} and {} handle-batch calls",

@@ -137,6 +137,13 @@ async fn without_export_a_trace_context_passes_through_unchanged() {
         &[("prefix", "jsout")],
         js_config("TRACED", "traced"),
     ));
+    // Every publish of this one is refused: it rejects, with an error reply.
+    config.plugins.push(plugin(
+        "refused",
+        "uppercase",
+        &["bad.>"],
+        &[("prefix", "bad prefix")],
+    ));
     let gw = Running::start(config).await;
 
     let nc = client(&server).await;
@@ -157,6 +164,21 @@ async fn without_export_a_trace_context_passes_through_unchanged() {
         assert_eq!(header(msg, "tracestate"), Some("vendor=abc"));
         context_of(msg);
     }
+
+    // An error reply carries it too.
+    let refused = tokio::time::timeout(
+        WAIT,
+        nc.request_with_headers("bad.x", traced_headers(), "x".into()),
+    )
+    .await
+    .expect("an error reply in time")
+    .expect("the request gets an answer");
+    assert_eq!(header(&refused, wasmgate::ERROR_HEADER), Some("reject"));
+    assert_eq!(
+        header(&refused, "traceparent"),
+        Some(traceparent().as_str())
+    );
+    assert_eq!(header(&refused, "tracestate"), Some("vendor=abc"));
 
     // Through a JetStream binding the same.
     let js = async_nats::jetstream::new(nc.clone());
@@ -235,18 +257,37 @@ fn wasmgate(args: &[&str], telemetry: &str, env: &[(&str, &str)]) -> (Option<i32
         format!("[nats]\nservers = [\"nats://127.0.0.1:1\"]\n\n[telemetry]\n{telemetry}\n"),
     )
     .unwrap();
-    let out = Command::new(wasmgate_bin())
+    let mut command = Command::new(wasmgate_bin());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(args)
         .arg(&file)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run wasmgate");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    // Each case stops before connecting; one that did not would retry the
+    // unreachable server for ever.
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for wasmgate") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wasmgate {args:?} did not stop within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut err)
+        .expect("read stderr");
+    (status.code(), err)
 }
 
 #[test]

@@ -29,13 +29,19 @@ impl Dispatch {
             Ok(Handled { outcome, outbox }) => {
                 self.core_outcome(input.reply_to, outcome, outbox.into_iter(), trace, out)
             }
-            Err(e) => self.core_failed(input.reply_to, e, out),
+            Err(e) => self.core_failed(input.reply_to, e, trace, out),
         }
     }
 
     /// Count a call that did not return (trap or deadline); a requester
     /// gets an error reply.
-    pub(super) fn core_failed(&self, reply_to: Option<String>, e: CallError, out: &mut Vec<Send>) {
+    pub(super) fn core_failed(
+        &self,
+        reply_to: Option<String>,
+        e: CallError,
+        trace: Option<&Carried>,
+        out: &mut Vec<Send>,
+    ) {
         self.counters.trapped.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "handler failed; instance discarded");
         if let Some(to) = reply_to {
@@ -43,6 +49,7 @@ impl Dispatch {
                 to,
                 kind: e.kind(),
                 reason: e.to_string(),
+                trace: trace.map(|t| Box::new(t.clone())),
             });
         }
     }
@@ -59,7 +66,13 @@ impl Dispatch {
     ) {
         let error = |out: &mut Vec<Send>, kind: &'static str, reason: String| {
             if let Some(to) = reply_to.clone() {
-                out.push(Send::Error { to, kind, reason });
+                let trace = trace.map(|t| Box::new(t.clone()));
+                out.push(Send::Error {
+                    to,
+                    kind,
+                    reason,
+                    trace,
+                });
             }
         };
         match outcome {

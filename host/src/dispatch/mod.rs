@@ -362,6 +362,7 @@ impl Dispatch {
                             to: to.to_string(),
                             kind: "overloaded",
                             reason: "the gateway is saturated; try again".into(),
+                            trace: None,
                         });
                     }
                 }

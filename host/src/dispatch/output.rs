@@ -61,6 +61,8 @@ pub(super) enum Send {
         to: String,
         kind: &'static str,
         reason: String,
+        /// The trace context it carries, as a reply's.
+        trace: Option<Box<Carried>>,
     },
     /// Boxed: a JetStream message is several times the size of the rest,
     /// and every publish of a batch moves through this type.
@@ -394,10 +396,18 @@ impl Output {
                         .await
                 }
             },
-            (Send::Reply { to, .. }, Some(reason)) => {
-                self.error_reply(to, "unavailable", reason).await
+            (Send::Reply { to, trace, .. }, Some(reason)) => {
+                self.error_reply(to, "unavailable", reason, trace).await
             }
-            (Send::Error { to, kind, reason }, _) => self.error_reply(to, kind, reason).await,
+            (
+                Send::Error {
+                    to,
+                    kind,
+                    reason,
+                    trace,
+                },
+                _,
+            ) => self.error_reply(to, kind, reason, trace).await,
             (Send::Settle { msg, settle }, failure) => {
                 let settle = match (settle, &self.binding, failure) {
                     (Settle::Ack, Some(b), Some(why)) => Settle::failed(b, msg.delivered(), &why),
@@ -419,8 +429,9 @@ impl Output {
         to: String,
         kind: &'static str,
         reason: String,
+        trace: Option<Box<Carried>>,
     ) -> Result<(), async_nats::PublishError> {
-        let mut headers = HeaderMap::new();
+        let mut headers = trace.map(|t| t.headers()).unwrap_or_default();
         headers.insert(ERROR_HEADER, kind);
         self.client
             .publish_with_headers(to, headers, reason.into())

@@ -71,12 +71,16 @@ impl Carried {
                 .and_then(|(_, v)| v.first())
                 .map(|v| v.as_str())
         };
-        let traceparent = value(TRACEPARENT)?;
+        let traceparent = value(TRACEPARENT)?.trim();
+        if !well_formed(traceparent) {
+            return None;
+        }
         let carried = Carried {
-            traceparent: traceparent.trim().to_string(),
+            traceparent: traceparent.to_string(),
             tracestate: value(TRACESTATE)
                 .map(str::trim)
                 .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE)
+                .filter(|s| s.parse::<opentelemetry::trace::TraceState>().is_ok())
                 .map(str::to_string),
         };
         let propagator = TraceContextPropagator::new();
@@ -116,6 +120,35 @@ impl Carried {
         }
         h
     }
+}
+
+/// W3C's `traceparent` grammar, which the SDK's parser is looser about (it
+/// takes short ids, a `+`, capitals): `version-trace-parent-flags` in
+/// lowercase hex of 2, 32, 16 and 2 digits, version `ff` invalid, and for a
+/// later version anything more after a `-`.
+fn well_formed(tp: &str) -> bool {
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let b = tp.as_bytes();
+    if b.len() < VERSION_00_LEN || !tp.is_char_boundary(VERSION_00_LEN) {
+        return false;
+    }
+    let (head, rest) = tp.split_at(VERSION_00_LEN);
+    let version = &head[..2];
+    let shape = b[2] == b'-' && b[35] == b'-' && b[52] == b'-';
+    shape
+        && hex(version)
+        && version != "ff"
+        && hex(&head[3..35])
+        && hex(&head[36..52])
+        && hex(&head[53..55])
+        && if version == "00" {
+            rest.is_empty()
+        } else {
+            rest.is_empty() || rest.starts_with('-')
+        }
 }
 
 impl Extractor for Carried {
@@ -188,10 +221,19 @@ mod tests {
         let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
         assert_eq!(carried.traceparent, PARENT);
         assert_eq!(carried.tracestate, None);
-        let fits = format!("k={}", "v".repeat(MAX_TRACESTATE - 2));
+        // Two members of 252 bytes (a value is at most 256 characters).
+        let fits = format!("a={},b={}", "v".repeat(250), "v".repeat(250));
+        assert!(fits.len() <= MAX_TRACESTATE);
         let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, fits.as_str())]);
         let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
         assert_eq!(carried.tracestate.as_deref(), Some(fits.as_str()));
+    }
+
+    #[test]
+    fn a_malformed_tracestate_is_dropped_and_the_parent_kept() {
+        let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, "no equals sign,,=")]);
+        let carried = Carried::start(&tracing::Span::none(), Some(&h)).expect("a context");
+        assert_eq!(carried.tracestate, None);
     }
 
     #[test]
@@ -212,6 +254,12 @@ mod tests {
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-1-2-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01extra",
             "not a traceparent",
             "",
         ] {

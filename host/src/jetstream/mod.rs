@@ -212,16 +212,26 @@ pub async fn declare_noting(
 }
 
 /// The first JetStream request of a binding failed. When nothing answered
-/// it, the account has no JetStream (a server started without it, or an
-/// account without JetStream limits): say that, not what async-nats says of
-/// a request nobody answers ("requested JetStream resource does not exist").
+/// it (a server started without JetStream) or the server said JetStream is
+/// not enabled (for the account), say that, not what async-nats says of a
+/// request nobody answers ("requested JetStream resource does not exist").
 fn stream_error(e: jetstream::context::GetStreamError, b: &JsBinding, note: &str) -> anyhow::Error {
+    use jetstream::context::GetStreamErrorKind as Kind;
     use std::error::Error as _;
-    let nothing_answered = matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request)
-        && e.source()
+    let not_enabled = match e.kind() {
+        Kind::Request => e
+            .source()
             .and_then(|s| s.downcast_ref::<jetstream::context::RequestError>())
-            .is_some_and(|r| r.kind() == jetstream::context::RequestErrorKind::NoResponders);
-    if nothing_answered {
+            .is_some_and(|r| r.kind() == jetstream::context::RequestErrorKind::NoResponders),
+        // A server with JetStream answers for an account without it.
+        Kind::JetStream(j) => matches!(
+            j.error_code(),
+            jetstream::ErrorCode::JETSTREAM_NOT_ENABLED
+                | jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+        ),
+        _ => false,
+    };
+    if not_enabled {
         anyhow::anyhow!(
             "JetStream is not enabled for the gateway's account on this server (nothing answers $JS.API requests): enable it (nats-server -js, or the account's jetstream limits), or bind {} without a [jetstream] table",
             b.subject

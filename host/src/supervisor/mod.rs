@@ -379,6 +379,7 @@ impl Supervisor {
         self.status.update(|s| {
             round.started().apply(s);
             s.server = None;
+            s.server_version = None;
         });
         self.status.set_all_bindings(BindingState::Rebinding);
         let attempts = backoff::retry(

@@ -103,7 +103,8 @@ function publish(subject, payload, headers) {
 // The batch encoding is in wit/batch-handler.wit: little-endian u32
 // lengths and counts, 0xFFFFFFFF for none.
 const NONE = 0xffffffff;
-const utf8 = new TextDecoder();
+// `ignoreBOM`: a subject or header that starts with U+FEFF keeps it.
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 const toUtf8 = new TextEncoder();
 
 function decodeBatch(bytes) {

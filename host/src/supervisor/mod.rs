@@ -619,11 +619,9 @@ impl Supervisor {
         if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {
             tracing::warn!("dispatch tasks did not drain in {wait:?}");
         }
-        if tokio::time::timeout(Duration::from_secs(2), conn.client.flush())
-            .await
-            .is_err()
-        {
-            tracing::warn!("final flush timed out");
+        let mut conn = conn;
+        if let Err(e) = confirm_written(&mut conn).await {
+            tracing::warn!(error = %e, "the server did not confirm the last outputs");
         }
         conn.stop.cancel();
         self.current.send_replace(None);
@@ -643,15 +641,28 @@ impl Supervisor {
 /// Drain a connection that is no longer the current one (its server is in
 /// lame duck mode): its workers stop taking messages, finish what they
 /// have, the client flushes and closes.
-async fn drain_connection(conn: Connection, wait: Duration) {
+async fn drain_connection(mut conn: Connection, wait: Duration) {
     conn.drain.cancel();
     conn.tasks.close();
     if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {
         tracing::warn!("the old connection's dispatch tasks did not drain in {wait:?}");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.client.flush()).await;
+    if let Err(e) = confirm_written(&mut conn).await {
+        tracing::warn!(error = %e, "the old server did not confirm the last outputs");
+    }
     conn.stop.cancel();
     drop(conn);
+}
+
+/// Before a connection is closed: one probe round trip, so the server has
+/// read every output and reply written before it (it handles a connection's
+/// protocol in order). `flush` only hands them to the socket, and closing a
+/// socket with unread input resets it, discarding what the server had not
+/// read yet.
+async fn confirm_written(conn: &mut Connection) -> Result<Duration, crate::health::ProbeError> {
+    conn.probe
+        .round_trip(&conn.client, Duration::from_secs(2))
+        .await
 }
 
 /// The words for what the machine asks to log.

@@ -292,51 +292,47 @@ fn wasmgate(args: &[&str], telemetry: &str, env: &[(&str, &str)]) -> (Option<i32
 
 #[test]
 fn bad_export_settings_stop_the_start_naming_the_key_or_variable_and_no_password() {
-    let (code, err) = wasmgate(
-        &["config", "validate"],
-        "otlp_endpoint = \"http://collector:hunter2@127.0.0.1:4318\"",
-        &[],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("telemetry.otlp_endpoint"), "{err}");
-    assert!(err.contains("credentials"), "{err}");
-    assert!(!err.contains("hunter2"), "{err}");
-
-    let (code, err) = wasmgate(
-        &["config", "validate"],
-        "otlp_endpoint = \"https://127.0.0.1:4318\"",
-        &[],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("telemetry.otlp_endpoint") && err.contains("https"),
-        "{err}"
-    );
-
+    let validate: &[&str] = &["config", "validate"];
     // The variables are read by `run`, before anything connects.
-    let (code, err) = wasmgate(
-        &["run", "--no-watch", "--config"],
-        "",
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && err.contains("grpc"),
-        "{err}"
-    );
-
-    let (code, err) = wasmgate(
-        &["run", "--no-watch", "--config"],
-        "",
-        &[(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "http://u:hunter2@127.0.0.1:1/v1/traces",
-        )],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "{err}");
-    assert!(!err.contains("hunter2"), "{err}");
+    let run: &[&str] = &["run", "--no-watch", "--config"];
+    let cases: [(&[&str], &str, &[(&str, &str)], &[&str]); 4] = [
+        (
+            validate,
+            "otlp_endpoint = \"http://collector:hunter2@127.0.0.1:4318\"",
+            &[],
+            &["telemetry.otlp_endpoint", "credentials"],
+        ),
+        (
+            validate,
+            "otlp_endpoint = \"https://127.0.0.1:4318\"",
+            &[],
+            &["telemetry.otlp_endpoint", "https"],
+        ),
+        (
+            run,
+            "",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            &["OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"],
+        ),
+        (
+            run,
+            "",
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://u:hunter2@127.0.0.1:1/v1/traces",
+            )],
+            &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+        ),
+    ];
+    for (args, telemetry, env, says) in cases {
+        let (code, err) = wasmgate(args, telemetry, env);
+        assert_eq!(code, Some(2), "{args:?} {telemetry} {env:?}: {err}");
+        for word in says {
+            assert!(err.contains(word), "{word:?} in: {err}");
+        }
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

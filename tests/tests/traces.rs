@@ -295,7 +295,14 @@ fn bad_export_settings_stop_the_start_naming_the_key_or_variable_and_no_password
     let validate: &[&str] = &["config", "validate"];
     // The variables are read by `run`, before anything connects.
     let run: &[&str] = &["run", "--no-watch", "--config"];
-    let cases: [(&[&str], &str, &[(&str, &str)], &[&str]); 4] = [
+    /// The command, the `[telemetry]` table, the environment, what the error says.
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
+    let cases: [Case; 4] = [
         (
             validate,
             "otlp_endpoint = \"http://collector:hunter2@127.0.0.1:4318\"",

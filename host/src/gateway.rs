@@ -84,10 +84,10 @@ impl Gateway {
             Runtime::from_config(&config.runtime).context("starting the WebAssembly runtime")?;
         let max_payload = Arc::new(AtomicUsize::new(0));
         let cache = runtime.cache_handle();
-        let (catalog, set) =
-            Catalog::load(runtime, max_payload.clone(), config.clone()).map_err(|e| match e
-                .downcast::<LoadError>(
-            ) {
+        let (current_tx, current) = watch::channel(None);
+        let nats = crate::runtime::NatsLink::new(current.clone());
+        let (catalog, set) = Catalog::load(runtime, max_payload.clone(), nats, config.clone())
+            .map_err(|e| match e.downcast::<LoadError>() {
                 Ok(load) => GatewayError::Plugin(load),
                 Err(other) => GatewayError::Other(other),
             })?;
@@ -112,7 +112,6 @@ impl Gateway {
         // Dropping the Gateway without `wait` still drains it, in the background.
         let stop = shutdown.child_token();
         let callbacks: Callbacks = Default::default();
-        let (current_tx, current) = watch::channel(None);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor::new(
             Arc::new(config),

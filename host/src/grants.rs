@@ -1,8 +1,8 @@
 //! What a plugin may address on NATS: the one rule every interface that takes
-//! a subject from a guest goes through (today `publisher`, and the publishes a
-//! `handle-batch` call returns).
+//! a subject from a guest goes through (`publisher`, the publishes a
+//! `handle-batch` call returns, and `requester`).
 //!
-//! A grant is a list of subject patterns (`publish_allow`). On top of the
+//! A grant is a list of subject patterns (`publish_allow`, `request_allow`). On top of the
 //! plain NATS wildcard match, two rules keep the gateway's own connection from
 //! becoming the plugin's:
 //!

@@ -272,6 +272,11 @@ pub struct PluginStatus {
     pub publish_refused: u64,
     /// Of those, refused by `publish_allow`.
     pub publish_forbidden: u64,
+    /// Its requests (`requester`) by outcome since this version was loaded.
+    pub requests: RequestStats,
+    /// How long its requests waited (for `/metrics`; none before the first).
+    #[serde(skip)]
+    pub(crate) request_time: Option<crate::latency::Snapshot>,
     /// Whether bindings hand it batches (`handle-batch`).
     pub batched: bool,
     /// Whether it imports `delivery` (reads JetStream metadata).
@@ -280,6 +285,36 @@ pub struct PluginStatus {
     /// plugin built against WIT 0.1.2/0.1.3 that reads `delivery`, which
     /// gets one `handle` per JetStream message instead.
     pub jetstream_batched: bool,
+}
+
+/// A plugin's requests by outcome, as shown in the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RequestStats {
+    /// Answered.
+    pub ok: u64,
+    /// Sent, but nobody was subscribed to the subject.
+    pub no_responders: u64,
+    /// Not answered within the timeout (or the handler's deadline).
+    pub timed_out: u64,
+    /// Not sent: the host refused it (subject, grant, headers, size).
+    pub refused: u64,
+    /// Of those refused, by `request_allow` or a reserved header.
+    pub forbidden: u64,
+    /// Not answered for another reason (no connection, the client failed).
+    pub unavailable: u64,
+}
+
+impl RequestStats {
+    fn read(c: &crate::runtime::RequestCounts) -> RequestStats {
+        RequestStats {
+            ok: c.ok.load(Ordering::Relaxed),
+            no_responders: c.no_responders.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            forbidden: c.forbidden.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn binding_statuses(bindings: &[BindingSpec]) -> Vec<BindingStatus> {
@@ -432,6 +467,8 @@ impl StatusHub {
                     version,
                     publish_refused: c.publish_refused.load(Ordering::Relaxed),
                     publish_forbidden: c.publish_forbidden.load(Ordering::Relaxed),
+                    requests: RequestStats::read(c.requests()),
+                    request_time: c.request_time_snapshot(),
                     batched: plugin.batched(),
                     reads_delivery: plugin.reads_delivery(),
                     jetstream_batched: plugin.batches_jetstream(),

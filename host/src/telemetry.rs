@@ -157,6 +157,50 @@ impl Collector for StatusCollector {
             &plugins,
         )?;
 
+        let mut requests: Vec<(Labels, u64)> = Vec::new();
+        for p in &s.plugins {
+            let r = &p.requests;
+            for (outcome, n) in [
+                ("ok", r.ok),
+                ("no_responders", r.no_responders),
+                ("timed_out", r.timed_out),
+                ("refused", r.refused),
+                ("unavailable", r.unavailable),
+            ] {
+                requests.push((
+                    vec![
+                        ("plugin".to_string(), p.name.clone()),
+                        ("outcome".to_string(), outcome.to_string()),
+                    ],
+                    n,
+                ));
+            }
+        }
+        counter(
+            &mut e,
+            "wasmgate_requests",
+            "Requests plugins made (requester), by outcome (refused: not sent)",
+            &requests,
+        )?;
+        let waits: Vec<(Labels, &crate::latency::Snapshot)> = s
+            .plugins
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    vec![("plugin".to_string(), p.name.clone())],
+                    p.request_time.as_ref()?,
+                ))
+            })
+            .collect();
+        if !waits.is_empty() {
+            histogram(
+                &mut e,
+                "wasmgate_request_duration_seconds",
+                "Per request a plugin sent, from sending to its reply, timeout or failure",
+                &waits,
+            )?;
+        }
+
         let binding = |b: &crate::status::BindingStatus| -> Labels {
             vec![
                 ("plugin".to_string(), b.plugin.clone()),

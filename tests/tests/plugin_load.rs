@@ -122,7 +122,7 @@ fn plugin_built_against_wit_0_1_0_still_loads_and_handles() {
     // Built from plugins/uppercase before `delivery` was added in 0.1.1; its
     // imports and export name say @0.1.0.
     let old = Path::new("fixtures/uppercase-wit-0.1.0.wasm");
-    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.4 host"));
+    let plugin = Arc::new(load(old).expect("a 0.1.0 plugin loads in a 0.1.5 host"));
     let mut instance = plugin.instantiate().unwrap();
     let msg = wasmgate::plugin::Message {
         subject: "in.old".into(),
@@ -143,7 +143,7 @@ fn plugin_built_against_wit_0_1_3_gets_the_batch_encoding_it_reads() {
     // `echo` built with the SDK of WIT 0.1.3: it exports batch-handler@0.1.3,
     // whose messages do not end with JetStream metadata.
     let old = Path::new("fixtures/echo-wit-0.1.3.wasm");
-    let plugin = Arc::new(load(old).expect("a 0.1.3 plugin loads in a 0.1.4 host"));
+    let plugin = Arc::new(load(old).expect("a 0.1.3 plugin loads in a 0.1.5 host"));
     assert!(plugin.batched() && !plugin.reads_delivery() && plugin.batches_jetstream());
     let mut instance = plugin.instantiate().unwrap();
     let mut results = wasmgate::plugin::BatchResults::default();
@@ -168,5 +168,25 @@ fn plugin_built_against_wit_0_1_3_gets_the_batch_encoding_it_reads() {
     assert!(
         matches!(&err, wasmgate::plugin::CallError::Contract(why) if why.contains("encoding")),
         "{err:?}"
+    );
+}
+
+#[test]
+fn plugin_built_against_wit_0_1_4_batches_in_the_current_encoding() {
+    // `echo` built with the SDK of WIT 0.1.4, before `requester` (0.1.5):
+    // its names say @0.1.4 and its batches carry JetStream metadata.
+    let old = Path::new("fixtures/echo-wit-0.1.4.wasm");
+    let plugin = Arc::new(load(old).expect("a 0.1.4 plugin loads in a 0.1.5 host"));
+    assert!(plugin.batched() && plugin.batches_jetstream());
+    let mut instance = plugin.instantiate().unwrap();
+    let mut batch = plugin.new_batch();
+    assert!(batch.carries_jetstream());
+    batch.push("in.a", Some("r"), std::iter::empty(), b"old");
+    let mut results = wasmgate::plugin::BatchResults::default();
+    instance.handle_batch(&mut batch, &mut results).unwrap();
+    assert_eq!(results.publishes[0].subject.as_str(), "out.in.a");
+    assert_eq!(
+        results.results[0].outcome,
+        wasmgate::plugin::Outcome::Ok(Some(b"old".to_vec()))
     );
 }

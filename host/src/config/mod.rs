@@ -407,6 +407,11 @@ pub struct PluginConfig {
     /// every subject, `[]` none.
     #[serde(default = "default_publish_allow")]
     pub publish_allow: Vec<String>,
+    /// Subject patterns the plugin may send requests to (the `requester`
+    /// interface, WIT 0.1.5); any other is refused with
+    /// `request-error::forbidden`. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_allow: Vec<String>,
     /// Whether the plugin's publishes wait for a stream's PubAck before the
     /// input is settled (or replied to): `auto` when a stream captures the
     /// subject (asked of the server), `always`, or `never` (core publishes,
@@ -432,6 +437,7 @@ impl PluginConfig {
             concurrency: default_concurrency(),
             batch: true,
             publish_allow: default_publish_allow(),
+            request_allow: Vec::new(),
             publish_ack: PublishAck::Auto,
             wasi: WasiConfig::default(),
             bindings: Vec::new(),

@@ -69,6 +69,10 @@ impl Config {
             .flat_map(|plugin| {
                 crate::grants::warnings("publish_allow", &plugin.publish_allow)
                     .into_iter()
+                    .chain(crate::grants::warnings(
+                        "request_allow",
+                        &plugin.request_allow,
+                    ))
                     .map(move |w| format!("plugin {:?}: warning: {w}", plugin.name))
             })
             .collect()
@@ -253,17 +257,22 @@ fn plugin<'a>(plugin: &'a PluginConfig, at: &str, names: &mut HashSet<&'a str>, 
             format!("{} must be between 1 and 256", plugin.concurrency),
         );
     }
-    for (j, pattern) in plugin.publish_allow.iter().enumerate() {
-        if let Err(e) = subject::validate_filter(pattern) {
-            p.bad(format!("{at}.publish_allow[{j}]"), e.to_string());
-        } else if crate::grants::names_settlement(pattern) {
-            p.bad(
-                format!("{at}.publish_allow[{j}]"),
-                format!(
-                    "{pattern:?} names JetStream acknowledgements, which only the host sends \
-                     (a handler settles its message by its result)"
-                ),
-            );
+    for (key, grant) in [
+        ("publish_allow", &plugin.publish_allow),
+        ("request_allow", &plugin.request_allow),
+    ] {
+        for (j, pattern) in grant.iter().enumerate() {
+            if let Err(e) = subject::validate_filter(pattern) {
+                p.bad(format!("{at}.{key}[{j}]"), e.to_string());
+            } else if crate::grants::names_settlement(pattern) {
+                p.bad(
+                    format!("{at}.{key}[{j}]"),
+                    format!(
+                        "{pattern:?} names JetStream acknowledgements, which only the host sends \
+                         (a handler settles its message by its result)"
+                    ),
+                );
+            }
         }
     }
     wasi(&plugin.wasi, &format!("{at}.wasi"), p);

@@ -52,7 +52,7 @@ mod core;
 mod inbox;
 mod jetstream;
 mod output;
-mod pool;
+pub(crate) mod pool;
 mod trace;
 
 use std::sync::Arc;

@@ -29,12 +29,31 @@
 //! that pool (26 threads after the 2,000-binding test's traffic, 10 before
 //! it); on a quiet pool only it ended at 11-17 in 24 runs, 10 with every
 //! call on the pool.
+//!
+//! A call that waits on the network inside a host function (a `requester`
+//! request) gives its slot back for the wait ([`while_blocked`]) and takes
+//! one again before the guest goes on: slots bound the calls *running*, so a
+//! plugin waiting for another plugin's reply does not hold the thread that
+//! reply needs. A pool thread that waits so is replaced by a new thread
+//! while it waits (at most [`MAX_WAITING`] at a time), and the spare threads
+//! end once the waiters are back.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Pool threads waiting in a host call at once, beyond which a waiting
+/// call is not replaced (its slot is still given back).
+pub const MAX_WAITING: usize = 256;
+
+thread_local! {
+    /// The slots of the call running on this thread, and whether this is a
+    /// pool thread: for [`while_blocked`].
+    static HELD: RefCell<Option<(Arc<Slots>, bool)>> = const { RefCell::new(None) };
+}
 
 /// A fixed set of threads running jobs in the order they arrive.
 pub struct Pool {
@@ -52,26 +71,25 @@ impl Pool {
     pub fn new(size: usize) -> Arc<Pool> {
         let size = if size == 0 { default_size() } else { size };
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        // Detached: they end once the pool is dropped and the queue is
-        // empty, so dropping it never waits for a call in progress.
-        for i in 0..size {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("wasmgate-worker-{i}"))
-                .spawn(move || worker(&rx))
-                .expect("start a worker thread");
+        let slots = Arc::new(Slots {
+            state: Mutex::new(SlotState {
+                free: size,
+                queued: 0,
+                threads: size,
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
+            jobs: Arc::new(Mutex::new(rx)),
+            size,
+            named: std::sync::atomic::AtomicUsize::new(0),
+        });
+        for _ in 0..size {
+            spawn_worker(&slots);
         }
         Arc::new(Pool {
             jobs: Mutex::new(Some(tx)),
             size,
-            slots: Arc::new(Slots {
-                state: Mutex::new(SlotState {
-                    free: size,
-                    queued: 0,
-                }),
-                freed: Condvar::new(),
-            }),
+            slots,
         })
     }
 
@@ -90,7 +108,7 @@ impl Pool {
         let queued = Queued::new(&self.slots);
         let job: Job = Box::new(move || {
             let slot = queued.start();
-            let t = f();
+            let t = holding(&slot.0, true, f);
             // Free before the caller hears, so a slot is free once it has.
             drop(slot);
             let _ = done.send(t);
@@ -112,8 +130,9 @@ impl Pool {
     ) -> Result<(T, bool), Gone> {
         if let Some(slot) = self.free_slot() {
             // A panic fails this call alone, as on the pool.
+            let slots = slot.0.clone();
             let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                tokio::task::block_in_place(f)
+                tokio::task::block_in_place(|| holding(&slots, false, f))
             }));
             drop(slot);
             return t.map(|t| (t, true)).map_err(|_| Gone);
@@ -161,12 +180,20 @@ impl Pool {
 struct Slots {
     state: Mutex<SlotState>,
     freed: Condvar,
+    /// The queue, for threads started while others wait in a host call.
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    size: usize,
+    /// Threads started so far, for their names.
+    named: std::sync::atomic::AtomicUsize,
 }
 
 struct SlotState {
     free: usize,
     /// Jobs handed to the pool that have not started.
     queued: usize,
+    /// Pool threads alive, and those of them waiting in a host call.
+    threads: usize,
+    waiting: usize,
 }
 
 impl Slots {
@@ -178,6 +205,88 @@ impl Slots {
     fn give(&self) {
         self.lock().free += 1;
         self.freed.notify_one();
+    }
+
+    /// Wait for a free slot and take it.
+    fn take(&self) {
+        let mut state = self.lock();
+        while state.free == 0 {
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.free -= 1;
+    }
+}
+
+/// Run `f` with this thread's call slot known to [`while_blocked`].
+fn holding<T>(slots: &Arc<Slots>, pool_thread: bool, f: impl FnOnce() -> T) -> T {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            HELD.with(|h| h.borrow_mut().take());
+        }
+    }
+    HELD.with(|h| *h.borrow_mut() = Some((slots.clone(), pool_thread)));
+    let _clear = Clear;
+    f()
+}
+
+/// Run `f`, which waits on something outside the pool (a reply from the
+/// network), without holding a call slot: the slot of the call running on
+/// this thread is given back for the wait and taken again (waiting for one
+/// if need be) before this returns. A pool thread is replaced meanwhile, so
+/// the queue keeps moving. Outside a pool call it just runs `f`.
+pub fn while_blocked<T>(f: impl FnOnce() -> T) -> T {
+    let Some((slots, pool_thread)) = HELD.with(|h| h.borrow().clone()) else {
+        return f();
+    };
+    let (counted, spawn) = {
+        let mut state = slots.lock();
+        state.free += 1;
+        let counted = pool_thread && state.waiting < MAX_WAITING;
+        if counted {
+            state.waiting += 1;
+        }
+        // A spare from an earlier wait may still be there.
+        let spawn = counted && state.threads < slots.size + state.waiting;
+        if spawn {
+            state.threads += 1;
+        }
+        (counted, spawn)
+    };
+    slots.freed.notify_one();
+    if spawn {
+        spawn_worker(&slots);
+    }
+    back_after(&slots, counted, f)
+}
+
+/// `f`, then this thread's slot taken back (also when `f` panics).
+fn back_after<T>(slots: &Arc<Slots>, counted: bool, f: impl FnOnce() -> T) -> T {
+    struct Back<'a>(&'a Slots, bool);
+    impl Drop for Back<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.lock().waiting -= 1;
+            }
+            self.0.take();
+        }
+    }
+    let _back = Back(slots, counted);
+    f()
+}
+
+fn spawn_worker(slots: &Arc<Slots>) {
+    let n = slots
+        .named
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let for_thread = slots.clone();
+    let started = std::thread::Builder::new()
+        .name(format!("wasmgate-worker-{n}"))
+        .spawn(move || worker(&for_thread));
+    if let Err(e) = started {
+        // The threads there are go on; this one is not counted.
+        tracing::error!(error = %e, "cannot start a worker thread");
+        slots.lock().threads -= 1;
     }
 }
 
@@ -223,17 +332,26 @@ impl Drop for Queued {
     }
 }
 
-fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(slots: &Slots) {
     loop {
         // The lock is held only while waiting for the next job.
-        let job = match jobs.lock() {
+        let job = match slots.jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let Ok(job) = job else {
+            slots.lock().threads -= 1;
+            return;
+        };
         // A panicking job loses its result (its caller sees `Gone`), not
         // the thread.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        // A spare thread ends once the thread it stood in for is back.
+        let mut state = slots.lock();
+        if state.threads > slots.size + state.waiting {
+            state.threads -= 1;
+            return;
+        }
     }
 }
 
@@ -474,6 +592,62 @@ mod tests {
         assert_eq!(r, Err(Gone));
         assert_eq!(pool.busy(), 0, "its slot is given back");
         assert_eq!(pool.call(|| 7).await, Ok((7, true)));
+    }
+
+    /// A call waiting outside the pool (a request to another plugin of the
+    /// gateway) gives its slot back and its thread is stood in for: on a
+    /// pool of one, a job waiting for another job's result gets it (without
+    /// this it would wait out its 10 s). The stand-in ends afterwards.
+    #[tokio::test]
+    async fn a_call_waiting_outside_the_pool_lets_the_next_job_run() {
+        let pool = Pool::new(1);
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let waiting = pool.run(move || while_blocked(|| rx.recv_timeout(Duration::from_secs(10))));
+        let other = pool.run(move || tx.send(7).unwrap());
+        let (w, o) = tokio::join!(waiting, other);
+        o.unwrap();
+        assert_eq!(w.unwrap(), Ok(7));
+        assert_eq!(pool.busy(), 0, "the slot is back");
+        // One thread is left once the other is done with its job.
+        pool.run(|| ()).await.unwrap();
+        pool.run(|| ()).await.unwrap();
+        let threads = pool.slots.lock().threads;
+        assert_eq!(threads, 1, "the stand-in thread ended");
+    }
+
+    /// While it waits the slot is another call's, and the waiter takes one
+    /// again before it goes on: never more calls running than slots.
+    #[tokio::test]
+    async fn a_waiter_takes_a_slot_again_before_it_goes_on() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = Pool::new(1);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..6).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            pool.run(move || {
+                let enter = |running: &AtomicUsize| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                };
+                enter(&running);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+                while_blocked(|| std::thread::sleep(Duration::from_millis(20)));
+                enter(&running);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        });
+        for r in futures::future::join_all(jobs).await {
+            r.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn outside_a_pool_call_waiting_just_runs() {
+        assert_eq!(while_blocked(|| 3), 3);
     }
 
     #[tokio::test]

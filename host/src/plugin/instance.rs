@@ -165,6 +165,7 @@ impl Instance {
     fn arm_deadline(&mut self) {
         let ticks = self.plugin.runtime.deadline_ticks(self.plugin.timeout);
         self.store.set_epoch_deadline(ticks);
+        self.store.data_mut().deadline = Some(std::time::Instant::now() + self.plugin.timeout);
     }
 
     /// Why the publishes of one message of a batch are refused, checked

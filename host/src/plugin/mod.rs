@@ -264,7 +264,12 @@ impl Plugin {
         config: &PluginConfig,
         max_payload: usize,
     ) -> Result<Plugin, LoadError> {
-        Plugin::load_shared(runtime, config, Arc::new(AtomicUsize::new(max_payload)))
+        Plugin::load_shared(
+            runtime,
+            config,
+            Arc::new(AtomicUsize::new(max_payload)),
+            crate::runtime::NatsLink::none(),
+        )
     }
 
     /// [`load`](Self::load) with the max payload the gateway shares between
@@ -273,6 +278,7 @@ impl Plugin {
         runtime: &Runtime,
         config: &PluginConfig,
         max_payload: Arc<AtomicUsize>,
+        nats: crate::runtime::NatsLink,
     ) -> Result<Plugin, LoadError> {
         let name = config.name.clone();
         let path = config.path.clone();
@@ -320,6 +326,8 @@ impl Plugin {
                 .collect(),
             max_payload,
             publish_allow: config.publish_allow.clone(),
+            request_allow: config.request_allow.clone(),
+            nats,
             counters: PluginCounters::default(),
         });
         Ok(Plugin {
@@ -415,6 +423,7 @@ impl Plugin {
             plugin: self.shared.clone(),
             outbox: Vec::new(),
             delivery: None,
+            deadline: None,
             log_sink: None,
         };
         let mut store = Store::new(self.runtime.engine(), state);

@@ -43,7 +43,12 @@ impl Catalog {
             .plugins
             .get_mut(name)
             .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
-        let plugin = Plugin::load_shared(&self.runtime, &loaded.config, self.max_payload.clone())?;
+        let plugin = Plugin::load_shared(
+            &self.runtime,
+            &loaded.config,
+            self.max_payload.clone(),
+            self.nats.clone(),
+        )?;
         loaded.stamp = stamp(&loaded.config.path);
         let version = loaded.slot.swap(Arc::new(plugin));
         tracing::info!(plugin = name, version, "plugin reloaded");
@@ -73,6 +78,7 @@ impl Catalog {
                     &self.runtime,
                     p,
                     self.max_payload.clone(),
+                    self.nats.clone(),
                 )?)
             };
             fresh.insert(p.name.clone(), (p.clone(), plugin));
@@ -142,6 +148,7 @@ fn same_but_bindings(a: &PluginConfig, b: &PluginConfig) -> bool {
         concurrency,
         batch,
         publish_allow,
+        request_allow,
         publish_ack,
         wasi,
         bindings: _,
@@ -154,6 +161,7 @@ fn same_but_bindings(a: &PluginConfig, b: &PluginConfig) -> bool {
         && *concurrency == b.concurrency
         && *batch == b.batch
         && *publish_allow == b.publish_allow
+        && *request_allow == b.request_allow
         && *publish_ack == b.publish_ack
         && *wasi == b.wasi
 }

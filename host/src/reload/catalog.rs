@@ -77,6 +77,8 @@ impl Loaded {
 pub struct Catalog {
     pub(super) runtime: Runtime,
     pub(super) max_payload: Arc<AtomicUsize>,
+    /// The gateway's connection, for the plugins' `requester` calls.
+    pub(super) nats: crate::runtime::NatsLink,
     pub(super) config: Config,
     pub(super) plugins: BTreeMap<String, Loaded>,
     counters: HashMap<BindingKey, Arc<BindingCounters>>,
@@ -89,16 +91,18 @@ impl Catalog {
     pub fn load(
         runtime: Runtime,
         max_payload: Arc<AtomicUsize>,
+        nats: crate::runtime::NatsLink,
         config: Config,
     ) -> anyhow::Result<(Catalog, BindingSet)> {
         let mut plugins = BTreeMap::new();
         for p in &config.plugins {
-            let plugin = Plugin::load_shared(&runtime, p, max_payload.clone())?;
+            let plugin = Plugin::load_shared(&runtime, p, max_payload.clone(), nats.clone())?;
             plugins.insert(p.name.clone(), Loaded::new(p.clone(), plugin));
         }
         let mut catalog = Catalog {
             runtime,
             max_payload,
+            nats,
             histograms: config.telemetry.histograms,
             config,
             plugins,

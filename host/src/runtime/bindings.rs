@@ -18,17 +18,17 @@ pub use self::exports::wasmgate::plugin::handler::{
 pub use self::wasmgate::plugin::types::{HandleError, Message};
 
 /// The exported handler interface, as `<package>/<interface>@<version>`.
-pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.4";
+pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.5";
 /// The optional batch export (added in 0.1.2).
-pub const BATCH_HANDLER_EXPORT: &str = "wasmgate:plugin/batch-handler@0.1.4";
+pub const BATCH_HANDLER_EXPORT: &str = "wasmgate:plugin/batch-handler@0.1.5";
 /// The prefix of the batch export's name, whatever its 0.1.x version.
 pub const BATCH_HANDLER_PREFIX: &str = "wasmgate:plugin/batch-handler@";
 /// The prefix of the `delivery` import's name, whatever its 0.1.x version.
 pub const DELIVERY_IMPORT: &str = "wasmgate:plugin/delivery@";
 /// The package every supported world belongs to, for load-time messages.
-pub const WORLD: &str = "wasmgate:plugin/plugin@0.1.4";
+pub const WORLD: &str = "wasmgate:plugin/plugin@0.1.5";
 /// The world of plugins that also export `batch-handler`.
-pub const BATCH_WORLD: &str = "wasmgate:plugin/batch-plugin@0.1.4";
+pub const BATCH_WORLD: &str = "wasmgate:plugin/batch-plugin@0.1.5";
 
 /// Whether a batch export of this name (`<package>/batch-handler@<version>`)
 /// reads each message's JetStream metadata from the batch encoding: 0.1.4

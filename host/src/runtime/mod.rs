@@ -52,6 +52,27 @@ pub struct PluginCounters {
     pub(crate) publish_refused: AtomicU64,
     /// Publishes refused because `publish_allow` does not match the subject.
     pub(crate) publish_forbidden: AtomicU64,
+    /// Requests (`requester`) by outcome.
+    pub(crate) requests: RequestCounts,
+    /// How long each request sent waited for its outcome.
+    pub(crate) request_time: crate::latency::Histogram,
+}
+
+/// A plugin's requests by outcome, since its version was loaded.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    /// Answered.
+    pub ok: AtomicU64,
+    /// Sent, but nobody was subscribed.
+    pub no_responders: AtomicU64,
+    /// No answer in time (or no time left of the handler's deadline).
+    pub timed_out: AtomicU64,
+    /// Not sent: refused by the host (subject, grant, headers, size).
+    pub refused: AtomicU64,
+    /// Of those refused, by `request_allow` or a reserved header.
+    pub forbidden: AtomicU64,
+    /// Not answered for another reason (no connection, the client failed).
+    pub unavailable: AtomicU64,
 }
 
 impl PluginCounters {
@@ -65,6 +86,44 @@ impl PluginCounters {
     pub fn publish_forbidden(&self) -> u64 {
         self.publish_forbidden.load(Ordering::Relaxed)
     }
+
+    /// Its requests by outcome.
+    pub fn requests(&self) -> &RequestCounts {
+        &self.requests
+    }
+
+    /// The request wait histogram, once a request was sent.
+    pub(crate) fn request_time_snapshot(&self) -> Option<crate::latency::Snapshot> {
+        let h = self.request_time.snapshot();
+        (h.count > 0).then_some(h)
+    }
+}
+
+/// How host calls reach NATS: the gateway's current client (none while it is
+/// disconnected) and the runtime its futures run on. Outside a gateway
+/// (`Plugin::load`, `wasmgate invoke`) there is neither.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsLink {
+    pub client: tokio::sync::watch::Receiver<Option<async_nats::Client>>,
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+impl NatsLink {
+    /// The link of a gateway whose supervisor sends its current client on `client`.
+    pub fn new(client: tokio::sync::watch::Receiver<Option<async_nats::Client>>) -> NatsLink {
+        NatsLink {
+            client,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// No connection, ever.
+    pub fn none() -> NatsLink {
+        NatsLink {
+            client: tokio::sync::watch::channel(None).1,
+            runtime: None,
+        }
+    }
 }
 
 /// What every store of one plugin shares.
@@ -76,6 +135,9 @@ pub(crate) struct PluginShared {
     pub max_payload: Arc<AtomicUsize>,
     /// Subject patterns the plugin may publish to (`publish_allow`).
     pub publish_allow: Vec<String>,
+    /// Subject patterns the plugin may request (`request_allow`).
+    pub request_allow: Vec<String>,
+    pub nats: NatsLink,
     pub counters: PluginCounters,
 }
 
@@ -96,6 +158,9 @@ pub(crate) struct HostState {
     pub(crate) outbox: Vec<Outgoing>,
     /// JetStream metadata of the message being handled, if any.
     pub(crate) delivery: Option<bindings::wasmgate::plugin::delivery::JetstreamInfo>,
+    /// When the call in progress must end (its epoch deadline, which cannot
+    /// interrupt a host call that waits: `requester` caps its wait by it).
+    pub(crate) deadline: Option<std::time::Instant>,
     /// When set (by `wasmgate invoke`), guest log lines are also kept here.
     pub(crate) log_sink: Option<Vec<(&'static str, String)>>,
 }

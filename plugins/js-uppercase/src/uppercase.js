@@ -15,10 +15,10 @@
 //
 // Build: `bash scripts/build-polyglot.sh` (see docs/javascript.md).
 
-import { log } from 'wasmgate:plugin/log@0.1.4';
-import { enabled } from 'wasmgate:plugin/log-filter@0.1.4';
-import { publish as publishNow } from 'wasmgate:plugin/publisher@0.1.4';
-import { get } from 'wasmgate:plugin/config@0.1.4';
+import { log } from 'wasmgate:plugin/log@0.1.5';
+import { enabled } from 'wasmgate:plugin/log-filter@0.1.5';
+import { publish as publishNow } from 'wasmgate:plugin/publisher@0.1.5';
+import { get } from 'wasmgate:plugin/config@0.1.5';
 
 // ASCII letters only, like Rust's to_ascii_uppercase and Python's bytes.upper().
 // Text that is all ASCII goes through the engine's own string functions: a

@@ -2,10 +2,11 @@
 //!
 //! A handler is a type that implements [`Handler`], exported with
 //! [`export!`](crate::export). The crate hides the WIT bindings
-//! (`wasmgate:plugin@0.1.4`, world `batch-plugin`, generated here by wit-bindgen) behind plain
+//! (`wasmgate:plugin@0.1.5`, world `batch-plugin`, generated here by wit-bindgen) behind plain
 //! Rust: [`Message`] with header and text helpers, [`Reply`], [`Error`]
-//! (`retry` or `reject`), [`publish`], typed [`config`], [`log`], and the
-//! JetStream metadata of the message in hand, [`jetstream`].
+//! (`retry` or `reject`), [`publish`], [`request`] (WIT 0.1.5), typed
+//! [`config`], [`log`], and the JetStream metadata of the message in hand,
+//! [`jetstream`].
 //!
 //! ```no_run
 //! use wasmgate_plugin::{Error, Handler, Message, Reply, config, publish};
@@ -130,6 +131,9 @@ macro_rules! export {
 
 mod batch;
 mod codec;
+mod request;
+
+pub use request::{RequestError, Response, describe_request_error, request};
 
 /// What `export!` expands to needs; not part of the API.
 #[doc(hidden)]

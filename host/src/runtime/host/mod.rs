@@ -6,6 +6,7 @@ mod delivery;
 mod log;
 mod log_filter;
 mod publisher;
+mod requester;
 
 pub use publisher::describe as describe_publish_error;
 

@@ -1,6 +1,6 @@
-//! A rolling restart of a 3-node cluster under load, for the benchmark that
-//! counts what it loses (`bench run --only rolling`; a test asserting that
-//! nothing is lost comes back once no run loses anything): each node in turn is put in
+//! A rolling restart of a 3-node cluster under load, for the test that
+//! asserts nothing is lost (`tests/tests/cluster_lame_duck.rs`) and the
+//! benchmark that counts it (`bench run --only rolling`): each node in turn is put in
 //! lame duck mode, restarted and given time to rejoin, under a steady core
 //! stream to a queue group and a JetStream stream.
 //!

@@ -42,6 +42,15 @@ use machine::{Action, Event, Machine, Note, Round, Settings, Update};
 /// How long shutdown waits for subscriptions to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long both connections stay subscribed after a lame-duck switch is
+/// confirmed. The old server has seen the new subscriptions, but a third
+/// node, where a publisher may be, learns of them over its own route: if
+/// the old subscription's removal reached it first, a message published
+/// there in between would have no subscriber (the server re-routes queue
+/// messages, not plain ones). The lame-duck grace period (10 s by default)
+/// leaves room.
+const HANDOVER: Duration = Duration::from_millis(250);
+
 /// JetStream publishes whose PubAck is awaited, on one connection.
 const MAX_ACKS_IN_FLIGHT: usize = 1 << 16;
 
@@ -642,6 +651,7 @@ impl Supervisor {
 /// lame duck mode): its workers stop taking messages, finish what they
 /// have, the client flushes and closes.
 async fn drain_connection(mut conn: Connection, wait: Duration) {
+    tokio::time::sleep(HANDOVER).await;
     conn.drain.cancel();
     conn.tasks.close();
     if tokio::time::timeout(wait, conn.tasks.wait()).await.is_err() {

@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh --quick         # smaller runs, a smoke test (~1 min)
 #   bash scripts/bench.sh --only core,overhead
 #   bash scripts/bench.sh --only latency       # request-reply round trips, gateway against a native responder
+#   bash scripts/bench.sh --only request       # a request made from a handler, against a native enricher
 #   bash scripts/bench.sh --only scale,fairness  # 100-10,000 bindings; a light binding beside a saturated one
 #   bash scripts/bench.sh --publish       # also copy results and chart to docs/bench/
 set -euo pipefail

@@ -22,6 +22,7 @@ use plugins::{plugin_wasm, polyglot_wasm, repo_root};
 const RUST_UPPERCASE: &str = "plugins/target/wasm32-wasip2/release/uppercase.wasm";
 const FAULTY: &str = "plugins/target/wasm32-wasip2/release/faulty.wasm";
 const WRONG_WORLD: &str = "plugins/target/wasm32-wasip2/release/wrong_world.wasm";
+const ENRICH: &str = "plugins/target/wasm32-wasip2/release/enrich.wasm";
 const PYTHON_UPPERCASE: &str = "plugins/target/polyglot/python_uppercase.wasm";
 const JS_UPPERCASE: &str = "plugins/target/polyglot/js_uppercase.wasm";
 
@@ -142,6 +143,27 @@ fn invoke_without_reply_to_and_default_prefix() {
         &["--subject", "in.x", "--payload", "abc"],
     );
     assert_eq!(exit_code(&got), "0");
+}
+
+/// A handler that makes a request, run without `--nats`: the request fails
+/// as `unavailable`, saying how to give it a connection, and `?` makes that
+/// a retry.
+#[test]
+fn invoke_a_request_without_nats_says_it_needs_one() {
+    plugin_wasm("enrich");
+    let got = invoke_case(
+        "invoke_request_without_nats",
+        ENRICH,
+        &[
+            "--subject",
+            "in.x",
+            "--payload",
+            "hi",
+            "--request-allow",
+            "lookup",
+        ],
+    );
+    assert_eq!(exit_code(&got), "4");
 }
 
 #[test]

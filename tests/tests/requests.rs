@@ -220,3 +220,63 @@ async fn failed_requests_reach_the_handler_as_their_kind() {
     assert_eq!(f.binding("upper").handled, 0, "no refused request was sent");
     f.finish().await;
 }
+
+/// `wasmgate invoke --nats URL` gives a handler's requests a connection: the
+/// enricher's lookup is answered by a responder on that server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_with_nats_answers_a_handlers_request() {
+    init_logs();
+    let server = NatsServer::start();
+    let nc = client(&server).await;
+    let mut lookups = nc.subscribe("lookup").await.unwrap();
+    nc.flush().await.unwrap();
+    let responder = {
+        let nc = nc.clone();
+        tokio::spawn(async move {
+            while let Some(m) = lookups.next().await {
+                if let Some(reply) = m.reply {
+                    nc.publish(reply, "LOOKED UP".into()).await.unwrap();
+                }
+            }
+        })
+    };
+    let wasm = plugin_wasm("enrich");
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(wasmgate_tests::process::wasmgate_bin())
+            .args([
+                "invoke",
+                wasm.to_str().unwrap(),
+                "--subject",
+                "in.x",
+                "--payload",
+                "hi",
+            ])
+            .args([
+                "--reply-to",
+                "inbox.1",
+                "--nats",
+                &url,
+                "--request-allow",
+                "lookup",
+            ])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("reply (12 bytes): \"hi+LOOKED UP\""),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("result: ok\n"), "{stdout}");
+    responder.abort();
+}

@@ -1,4 +1,5 @@
-//! `wasmgate invoke`: run a handler once on one message, without NATS.
+//! `wasmgate invoke`: run a handler once on one message, without NATS (or,
+//! with `--nats URL`, with a connection for its requests only).
 //!
 //! The plugin is loaded and checked exactly as the gateway loads it (same
 //! runtime, same host interfaces, no WASI grants, a deadline and a memory
@@ -17,6 +18,12 @@
 //! the handler does not return `ok`, its publishes are listed as `discarded`:
 //! the gateway would not send them. The exit code follows the result (see
 //! [`super::exit`]).
+//!
+//! A handler that makes requests (`requester`) needs a server: `--nats URL`
+//! connects one client for them, and `--request-allow` grants subjects as
+//! `request_allow` does in a `[[plugin]]` table. Without it a request fails
+//! with `unavailable` and says so. Publishes are still only shown, never
+//! sent.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,6 +74,12 @@ pub(super) struct InvokeArgs {
     /// Linear-memory limit of the instance.
     #[arg(long, default_value = "64MiB")]
     memory: ByteSize,
+    /// A NATS server for the handler's requests (publishes are never sent).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// A subject pattern the handler may request, as `request_allow`; repeat for more.
+    #[arg(long = "request-allow", value_name = "PATTERN")]
+    request_allow: Vec<String>,
 }
 
 /// Run the command; writes the report to `out`, problems to stderr; returns the exit code.
@@ -109,6 +122,10 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
         None => args.payload.clone().into_bytes(),
     };
 
+    for pattern in &args.request_allow {
+        wasmgate::subject::validate_filter(pattern)
+            .map_err(|e| usage(format!("--request-allow {pattern:?}: {e}")))?;
+    }
     let name = plugin_name(&args.plugin);
     let config = PluginConfig {
         config: args
@@ -118,14 +135,48 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
             .collect(),
         timeout: args.timeout,
         memory: args.memory,
+        request_allow: args.request_allow.clone(),
         ..PluginConfig::new(name, args.plugin.clone())
+    };
+    // The connection's tasks run on a runtime of their own; the call stays
+    // on this thread, which the request blocks.
+    let nats = match &args.nats {
+        None => None,
+        Some(url) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| Failure {
+                    code: exit::FAILURE,
+                    message: format!("starting a runtime for --nats: {e}"),
+                })?;
+            let client = rt
+                .block_on(
+                    async_nats::ConnectOptions::new()
+                        .connection_timeout(Duration::from_secs(5))
+                        .connect(url.as_str()),
+                )
+                .map_err(|e| Failure {
+                    code: exit::FAILURE,
+                    message: format!("--nats {url}: cannot connect: {e}"),
+                })?;
+            Some((rt, client))
+        }
     };
     // The default compile cache: a Python or JavaScript component compiles once.
     let runtime = Runtime::from_config(&RuntimeConfig::default()).map_err(|e| Failure {
         code: exit::FAILURE,
         message: format!("starting the WebAssembly runtime: {e:#}"),
     })?;
-    let plugin = Plugin::load(&runtime, &config, MAX_PAYLOAD).map_err(|e| Failure {
+    let loaded = match &nats {
+        None => Plugin::load(&runtime, &config, MAX_PAYLOAD),
+        Some((rt, client)) => {
+            let max = client.server_info().max_payload;
+            Plugin::load_connected(&runtime, &config, max, client.clone(), rt.handle().clone())
+        }
+    };
+    let plugin = loaded.map_err(|e| Failure {
         code: exit::LOAD,
         message: e.to_string(),
     })?;

@@ -272,6 +272,27 @@ impl Plugin {
         )
     }
 
+    /// [`load`](Self::load) with a NATS client for the plugin's requests
+    /// (`requester`), whose futures run on `runtime`: what `wasmgate invoke
+    /// --nats` uses. Calls must then not run on one of that runtime's threads.
+    pub fn load_connected(
+        runtime: &Runtime,
+        config: &PluginConfig,
+        max_payload: usize,
+        client: async_nats::Client,
+        nats_runtime: tokio::runtime::Handle,
+    ) -> Result<Plugin, LoadError> {
+        Plugin::load_shared(
+            runtime,
+            config,
+            Arc::new(AtomicUsize::new(max_payload)),
+            crate::runtime::NatsLink {
+                client: tokio::sync::watch::channel(Some(client)).1,
+                runtime: Some(nats_runtime),
+            },
+        )
+    }
+
     /// [`load`](Self::load) with the max payload the gateway shares between
     /// its plugins: 0 until connected, then the server's.
     pub(crate) fn load_shared(

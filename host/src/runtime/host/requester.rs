@@ -49,7 +49,9 @@ impl Host for HostState {
             Err(RequestError::Unavailable(why.to_string()))
         };
         let Some(runtime) = plugin.nats.runtime.clone() else {
-            return unavailable("no NATS connection here (the plugin runs outside a gateway)");
+            return unavailable(
+                "no NATS connection: the plugin runs outside a gateway (wasmgate invoke --nats URL gives it one)",
+            );
         };
         let Some(client) = plugin.nats.client.borrow().clone() else {
             return unavailable("not connected to NATS");

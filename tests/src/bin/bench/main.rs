@@ -2,7 +2,7 @@
 //! which builds in release and runs `bench run`; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! bench run [--out DIR] [--quick] [--only core,latency,traces,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
+//! bench run [--out DIR] [--quick] [--only core,latency,request,traces,jetstream,jetstream-ack,overhead,recovery,startup,scale,fairness,rolling] [--publish]
 //!           [--gateway-only | --native-only]  core runs of one kind only (for a profiler)
 //!           [--js-plugin CRATE]          the JetStream section's plugin (default `echo`)
 //! bench chart RESULTS.json OUT.svg      redraw the chart from a results file
@@ -22,6 +22,7 @@ mod js;
 mod latency;
 mod overhead;
 mod recovery;
+mod request;
 mod scale;
 mod startup;
 mod stats;
@@ -235,6 +236,16 @@ fn run(o: Options) -> anyhow::Result<()> {
                 size: 128,
             };
             results["latency"] = latency::run(&server, &p).await?;
+        }
+        if want("request") {
+            eprintln!("bench: a request from a handler (load {})", load_average());
+            loads.insert("request".into(), load_average().into());
+            let p = request::Params {
+                requests: if o.quick { 1_000 } else { 5_000 },
+                runs: if o.quick { 1 } else { 5 },
+                size: 128,
+            };
+            results["request"] = request::run(&server, &p).await?;
         }
         if want("traces") {
             eprintln!(

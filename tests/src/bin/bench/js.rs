@@ -11,7 +11,10 @@
 //! the outputs: the gateway publishes them as JetStream publishes and acks
 //! each input after its output's PubAck (`publish_ack = "auto"`); the
 //! native program does the same with a window of PubAcks in flight, acking
-//! each input when its output's PubAck arrives.
+//! each input when its output's PubAck arrives, and gives each output the
+//! `Nats-Msg-Id` the gateway gives it (`<stream>:<input sequence>:0`), so
+//! that the output stream's duplicate tracking costs the server the same on
+//! both sides (before 2026-12-08 the native side sent none).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -175,6 +178,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                         .await?;
                     let c = client.clone();
                     let with_acks = p.outputs_stream;
+                    let stream_name = name.clone();
                     // PubAcks in flight, awaited in order by a second task that
                     // acks each input when its output is stored.
                     let (window, mut confirmed) = tokio::sync::mpsc::channel::<(
@@ -192,7 +196,14 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                         while let Some(Ok(m)) = messages.next().await {
                             let target = crate::core::target("out", &m.subject);
                             if with_acks {
-                                if let Ok(ack) = js2.publish(target, m.payload.clone()).await {
+                                // The same id the gateway gives an output
+                                // (stream, input sequence, publish index), so
+                                // the output stream does the same dedup work.
+                                let seq = m.info().map_or(0, |i| i.stream_sequence);
+                                let publish = jetstream::context::Publish::build()
+                                    .payload(m.payload.clone())
+                                    .message_id(format!("{stream_name}:{seq}:0"));
+                                if let Ok(ack) = js2.send_publish(target, publish).await {
                                     let _ = window.send((ack, m)).await;
                                 }
                             } else {

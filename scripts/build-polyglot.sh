@@ -2,6 +2,8 @@
 # Build the Python and JavaScript example handlers into plugins/target/polyglot/:
 #   python_uppercase.wasm  from plugins/python-uppercase/ with componentize-py (PyPI)
 #   js_uppercase.wasm      from plugins/js-uppercase/     with componentize-js (npm)
+#   python_enrich.wasm     from plugins/python-enrich/    (requests, world `plugin`)
+#   js_enrich.wasm         from plugins/js-enrich/        (requests, world `plugin`)
 #
 # The tools are pinned and installed project-locally when missing or at
 # another version, never globally:
@@ -10,7 +12,8 @@
 # A component is rebuilt only when its inputs changed (sources, wit/, the tool
 # version, the build flags); the hash of those is kept beside it in `.stamp`.
 #
-# Usage: bash scripts/build-polyglot.sh [python] [js]     (no argument: both)
+# Usage: bash scripts/build-polyglot.sh [python] [js] [python-enrich] [js-enrich]
+#        (no argument: all four)
 # Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,8 @@ COMPONENTIZE_JS_VERSION=0.23.0
 # features off at build time instead of growing the host (docs/javascript.md).
 JS_FLAGS=(--wit "$root/wit" --world-name batch-plugin --disable http fetch-event)
 PY_FLAGS=(-d "$root/wit" -w batch-plugin componentize -p "$root/plugins/python-uppercase" app)
+JS_ENRICH_FLAGS=(--wit "$root/wit" --world-name plugin --disable http fetch-event)
+PY_ENRICH_FLAGS=(-d "$root/wit" -w plugin componentize -p "$root/plugins/python-enrich" app)
 
 out="$root/plugins/target/polyglot"
 venv="$root/.local/venv"
@@ -37,9 +42,9 @@ die() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(python js)
+[ ${#targets[@]} -gt 0 ] || targets=(python js python-enrich js-enrich)
 for t in "${targets[@]}"; do
-  case "$t" in python | js) ;; *) die "unknown target '$t' (python or js)" ;; esac
+  case "$t" in python | js | python-enrich | js-enrich) ;; *) die "unknown target '$t' (python, js, python-enrich or js-enrich)" ;; esac
 done
 
 mkdir -p "$out"
@@ -113,10 +118,13 @@ finish() {
   say "built plugins/target/polyglot/$name.wasm ($(($(date +%s) - started)) s, $(stat -c %s "$out/$name.wasm") bytes)"
 }
 
+# build_python NAME SOURCE-DIR FLAGS...
 build_python() {
-  local name=python_uppercase stamp
-  mapfile -t files < <(find "$root/plugins/python-uppercase" -type f -name '*.py' -not -path '*/__pycache__/*'; wit_files)
-  stamp=$(inputs_hash "componentize-py $COMPONENTIZE_PY_VERSION ${PY_FLAGS[*]#"$root"}" "${files[@]}")
+  local name=$1 src=$2 stamp
+  shift 2
+  local flags=("$@")
+  mapfile -t files < <(find "$src" -type f -name '*.py' -not -path '*/__pycache__/*'; wit_files)
+  stamp=$(inputs_hash "componentize-py $COMPONENTIZE_PY_VERSION ${flags[*]#"$root"}" "${files[@]}")
   if fresh "$name" "$stamp"; then
     say "$name.wasm is up to date"
     return
@@ -127,14 +135,17 @@ build_python() {
   started=$(date +%s)
   rm -f "$tmp"
   # componentize-py writes bytecode caches next to the sources otherwise.
-  PYTHONDONTWRITEBYTECODE=1 "$venv/bin/componentize-py" "${PY_FLAGS[@]}" -o "$tmp" >&2
+  PYTHONDONTWRITEBYTECODE=1 "$venv/bin/componentize-py" "${flags[@]}" -o "$tmp" >&2
   finish "$name" "$stamp" "$tmp" "$started"
 }
 
+# build_js NAME SOURCE-FILE FLAGS...: with the componentize-js of plugins/js-uppercase.
 build_js() {
-  local name=js_uppercase stamp
-  mapfile -t files < <(find "$jsdir/src" -type f; echo "$jsdir/package.json"; echo "$jsdir/package-lock.json"; wit_files)
-  stamp=$(inputs_hash "componentize-js $COMPONENTIZE_JS_VERSION ${JS_FLAGS[*]#"$root"}" "${files[@]}")
+  local name=$1 source=$2 stamp
+  shift 2
+  local flags=("$@")
+  mapfile -t files < <(echo "$source"; echo "$jsdir/package.json"; echo "$jsdir/package-lock.json"; wit_files)
+  stamp=$(inputs_hash "componentize-js $COMPONENTIZE_JS_VERSION ${flags[*]#"$root"}" "${files[@]}")
   if fresh "$name" "$stamp"; then
     say "$name.wasm is up to date"
     return
@@ -144,14 +155,16 @@ build_js() {
   local tmp="$out/.$name.wasm.tmp" started
   started=$(date +%s)
   rm -f "$tmp"
-  (cd "$jsdir" && node_modules/.bin/componentize-js src/uppercase.js "${JS_FLAGS[@]}" --out "$tmp") >&2
+  (cd "$jsdir" && node_modules/.bin/componentize-js "$source" "${flags[@]}" --out "$tmp") >&2
   [ -s "$tmp" ] || die "componentize-js wrote no component"
   finish "$name" "$stamp" "$tmp" "$started"
 }
 
 for t in "${targets[@]}"; do
   case "$t" in
-    python) build_python ;;
-    js) build_js ;;
+    python) build_python python_uppercase "$root/plugins/python-uppercase" "${PY_FLAGS[@]}" ;;
+    js) build_js js_uppercase "$jsdir/src/uppercase.js" "${JS_FLAGS[@]}" ;;
+    python-enrich) build_python python_enrich "$root/plugins/python-enrich" "${PY_ENRICH_FLAGS[@]}" ;;
+    js-enrich) build_js js_enrich "$root/plugins/js-enrich/enrich.js" "${JS_ENRICH_FLAGS[@]}" ;;
   esac
 done

@@ -57,14 +57,21 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
 }
 
 /// Build one of the polyglot plugins with `scripts/build-polyglot.sh` (once
-/// per test process) and return its path: `python-uppercase` or `js-uppercase`.
+/// per test process) and return its path: `python-uppercase`, `js-uppercase`,
+/// `python-enrich` or `js-enrich`.
 pub fn polyglot_wasm(name: &str) -> PathBuf {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     static JS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static PYTHON_ENRICH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static JS_ENRICH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let (cell, target) = match name {
         "python-uppercase" => (&PYTHON, "python"),
         "js-uppercase" => (&JS, "js"),
-        other => panic!("unknown polyglot plugin {other:?} (python-uppercase or js-uppercase)"),
+        "python-enrich" => (&PYTHON_ENRICH, "python-enrich"),
+        "js-enrich" => (&JS_ENRICH, "js-enrich"),
+        other => panic!(
+            "unknown polyglot plugin {other:?} (python-uppercase, js-uppercase, python-enrich or js-enrich)"
+        ),
     };
     let file = format!("{}.wasm", name.replace('-', "_"));
     cell.get_or_init(|| {

@@ -280,3 +280,41 @@ async fn invoke_with_nats_answers_a_handlers_request() {
     assert!(stdout.ends_with("result: ok\n"), "{stdout}");
     responder.abort();
 }
+
+/// The Python and JavaScript enrichers make the same request as the Rust
+/// one and map its failures the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_handlers_make_the_same_requests() {
+    let mut plugins = vec![upper()];
+    for lang in ["python", "js"] {
+        let path = polyglot_wasm(&format!("{lang}-enrich"));
+        for (name, lookup, allow) in [
+            (lang.to_string(), "lookup.upper", "lookup.>"),
+            (format!("{lang}-nobody"), "nobody.home", "nobody.>"),
+            (format!("{lang}-ungranted"), "secret.x", "lookup.>"),
+        ] {
+            let subject = format!("ask.{name}");
+            let mut p = plugin_from(&name, path.clone(), &[&subject], &[("lookup", lookup)]);
+            p.request_allow = vec![allow.to_string()];
+            p.timeout = Duration::from_secs(10);
+            plugins.push(p);
+        }
+    }
+    let f = Fixture::start(plugins).await;
+    for lang in ["python", "js"] {
+        let reply = f.ask(&format!("ask.{lang}"), "hello").await;
+        assert_eq!(error_kind(&reply), None, "{lang}: {}", text(&reply));
+        assert_eq!(text(&reply), "hello+HELLO", "{lang}");
+        let reply = f.ask(&format!("ask.{lang}-nobody"), "x").await;
+        assert_eq!(error_kind(&reply).as_deref(), Some("retry"), "{lang}");
+        assert_eq!(text(&reply), "request failed: no-responders", "{lang}");
+        let reply = f.ask(&format!("ask.{lang}-ungranted"), "x").await;
+        assert_eq!(error_kind(&reply).as_deref(), Some("reject"), "{lang}");
+        assert_eq!(
+            text(&reply),
+            "request failed: forbidden: secret.x",
+            "{lang}"
+        );
+    }
+    f.finish().await;
+}

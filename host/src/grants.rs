@@ -186,8 +186,13 @@ impl fmt::Display for Warning {
         match self {
             Warning::Unrestricted { key } => write!(
                 f,
-                "{key} = \">\" lets it publish to any subject outside the reserved namespaces; \
-                 list only the subjects it needs"
+                "{key} = \">\" lets it {} any subject outside the reserved namespaces; \
+                 list only the subjects it needs",
+                if key.starts_with("request_allow") {
+                    "send requests to"
+                } else {
+                    "publish to"
+                }
             ),
             Warning::Reserved {
                 key,

@@ -129,7 +129,7 @@ mod connection;
 mod dispatch;
 pub mod errors;
 mod gateway;
-mod grants;
+pub mod grants;
 mod health;
 mod http;
 mod jetstream;

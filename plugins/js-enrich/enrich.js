@@ -20,6 +20,7 @@ function describeRequestError(error) {
     case 'timed-out':
       return error.tag;
     case 'invalid-subject':
+    case 'invalid-header':
     case 'forbidden':
     case 'unavailable':
       return `${error.tag}: ${error.val}`;

@@ -19,6 +19,7 @@ from wit_world.imports import config, requester
 from wit_world.imports.requester import (
     RequestError,
     RequestError_Forbidden,
+    RequestError_InvalidHeader,
     RequestError_InvalidSubject,
     RequestError_NoResponders,
     RequestError_PayloadTooLarge,
@@ -38,6 +39,8 @@ def describe_request_error(error: RequestError) -> str:
         return f"invalid-subject: {error.value}"
     if isinstance(error, RequestError_Forbidden):
         return f"forbidden: {error.value}"
+    if isinstance(error, RequestError_InvalidHeader):
+        return f"invalid-header: {error.value}"
     if isinstance(error, RequestError_PayloadTooLarge):
         return f"payload-too-large: max {error.value} bytes"
     if isinstance(error, RequestError_Unavailable):

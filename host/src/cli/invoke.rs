@@ -125,6 +125,11 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
     for pattern in &args.request_allow {
         wasmgate::subject::validate_filter(pattern)
             .map_err(|e| usage(format!("--request-allow {pattern:?}: {e}")))?;
+        if wasmgate::grants::names_settlement(pattern) {
+            return Err(usage(format!(
+                "--request-allow {pattern:?}: names JetStream acknowledgements, which only the host sends"
+            )));
+        }
     }
     let name = plugin_name(&args.plugin);
     let config = PluginConfig {
@@ -159,7 +164,10 @@ fn invoke(args: &InvokeArgs, out: &mut dyn Write) -> Result<u8, Failure> {
                 )
                 .map_err(|e| Failure {
                     code: exit::FAILURE,
-                    message: format!("--nats {url}: cannot connect: {e}"),
+                    message: format!(
+                        "--nats {}: cannot connect: {e}",
+                        wasmgate::config::redact_url(url)
+                    ),
                 })?;
             Some((rt, client))
         }

@@ -23,6 +23,8 @@ pub(crate) mod secrets;
 mod validate;
 
 pub use load::{ConfigError, Problem};
+/// A server URL as it may be shown: its password (and a user alone) masked.
+pub use secrets::redact_url;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -34,9 +34,13 @@
 //! request) gives its slot back for the wait ([`while_blocked`]) and takes
 //! one again before the guest goes on: slots bound the calls *running*, so a
 //! plugin waiting for another plugin's reply does not hold the thread that
-//! reply needs. A pool thread that waits so is replaced by a new thread
-//! while it waits (at most [`MAX_WAITING`] at a time), and the spare threads
-//! end once the waiters are back.
+//! reply needs. A pool thread that waits so is stood in for by a spare
+//! thread (at most [`MAX_WAITING`] waiting at a time); a spare ends after
+//! [`SPARE_IDLE`] without a job once the waiters are back, so a steady trickle
+//! of requests does not start a thread each. A call coming back from its
+//! wait takes the next free slot before any queued job, and no call runs at
+//! once while another call is in progress, waiting or not: at once stays
+//! one call at a time.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -48,6 +52,10 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Pool threads waiting in a host call at once, beyond which a waiting
 /// call is not replaced (its slot is still given back).
 pub const MAX_WAITING: usize = 256;
+
+/// How long a spare thread waits for a job before it ends (when the pool
+/// has more threads than slots plus waiting calls).
+pub const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 thread_local! {
     /// The slots of the call running on this thread, and whether this is a
@@ -75,6 +83,8 @@ impl Pool {
             state: Mutex::new(SlotState {
                 free: size,
                 queued: 0,
+                calls: 0,
+                returning: 0,
                 threads: size,
                 waiting: 0,
             }),
@@ -150,11 +160,13 @@ impl Pool {
             return None;
         }
         let mut state = self.slots.lock();
-        // Only on a quiet pool, so one at a time (see the module docs).
-        if state.queued > 0 || state.free < self.size {
+        // Only on a quiet pool, so one at a time (see the module docs): no
+        // call in progress, not even one waiting outside the pool.
+        if state.queued > 0 || state.calls > 0 {
             return None;
         }
         state.free -= 1;
+        state.calls += 1;
         Some(Slot(self.slots.clone()))
     }
 
@@ -191,6 +203,11 @@ struct SlotState {
     free: usize,
     /// Jobs handed to the pool that have not started.
     queued: usize,
+    /// Calls started and not finished, those waiting outside the pool too.
+    calls: usize,
+    /// Calls back from a wait outside the pool, waiting for a slot: they go
+    /// before queued jobs.
+    returning: usize,
     /// Pool threads alive, and those of them waiting in a host call.
     threads: usize,
     waiting: usize,
@@ -202,18 +219,31 @@ impl Slots {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A call is done: its slot is free.
     fn give(&self) {
-        self.lock().free += 1;
-        self.freed.notify_one();
+        {
+            let mut state = self.lock();
+            state.free += 1;
+            state.calls -= 1;
+        }
+        // All: a queued job may not take the slot while a returning call
+        // waits, so waking one of them alone could wake the wrong one.
+        self.freed.notify_all();
     }
 
-    /// Wait for a free slot and take it.
-    fn take(&self) {
+    /// A call back from a wait outside the pool: take the next free slot,
+    /// ahead of queued jobs.
+    fn take_back(&self, counted: bool) {
         let mut state = self.lock();
+        if counted {
+            state.waiting -= 1;
+        }
+        state.returning += 1;
         while state.free == 0 {
             state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.free -= 1;
+        state.returning -= 1;
     }
 }
 
@@ -241,6 +271,7 @@ pub fn while_blocked<T>(f: impl FnOnce() -> T) -> T {
     };
     let (counted, spawn) = {
         let mut state = slots.lock();
+        // The slot, not the call: `calls` still counts it.
         state.free += 1;
         let counted = pool_thread && state.waiting < MAX_WAITING;
         if counted {
@@ -253,7 +284,7 @@ pub fn while_blocked<T>(f: impl FnOnce() -> T) -> T {
         }
         (counted, spawn)
     };
-    slots.freed.notify_one();
+    slots.freed.notify_all();
     if spawn {
         spawn_worker(&slots);
     }
@@ -265,10 +296,7 @@ fn back_after<T>(slots: &Arc<Slots>, counted: bool, f: impl FnOnce() -> T) -> T 
     struct Back<'a>(&'a Slots, bool);
     impl Drop for Back<'_> {
         fn drop(&mut self) {
-            if self.1 {
-                self.0.lock().waiting -= 1;
-            }
-            self.0.take();
+            self.0.take_back(self.1);
         }
     }
     let _back = Back(slots, counted);
@@ -314,11 +342,12 @@ impl Queued {
         let slots = self.0.take().expect("a job starts once");
         {
             let mut state = slots.lock();
-            while state.free == 0 {
+            while state.free == 0 || state.returning > 0 {
                 state = slots.freed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             state.free -= 1;
             state.queued -= 1;
+            state.calls += 1;
         }
         Slot(slots)
     }
@@ -336,22 +365,28 @@ fn worker(slots: &Slots) {
     loop {
         // The lock is held only while waiting for the next job.
         let job = match slots.jobs.lock() {
-            Ok(rx) => rx.recv(),
+            Ok(rx) => rx.recv_timeout(SPARE_IDLE),
             Err(_) => return,
         };
-        let Ok(job) = job else {
-            slots.lock().threads -= 1;
-            return;
+        let job = match job {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A spare ends once the threads it stood in for are back.
+                let mut state = slots.lock();
+                if state.threads > slots.size + state.waiting {
+                    state.threads -= 1;
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                slots.lock().threads -= 1;
+                return;
+            }
         };
         // A panicking job loses its result (its caller sees `Gone`), not
         // the thread.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-        // A spare thread ends once the thread it stood in for is back.
-        let mut state = slots.lock();
-        if state.threads > slots.size + state.waiting {
-            state.threads -= 1;
-            return;
-        }
     }
 }
 
@@ -608,11 +643,13 @@ mod tests {
         o.unwrap();
         assert_eq!(w.unwrap(), Ok(7));
         assert_eq!(pool.busy(), 0, "the slot is back");
-        // One thread is left once the other is done with its job.
-        pool.run(|| ()).await.unwrap();
-        pool.run(|| ()).await.unwrap();
-        let threads = pool.slots.lock().threads;
-        assert_eq!(threads, 1, "the stand-in thread ended");
+        assert_eq!(pool.slots.lock().threads, 2, "a stand-in was started");
+        // One thread is left once the other has been idle a while.
+        let deadline = std::time::Instant::now() + SPARE_IDLE * 10;
+        while pool.slots.lock().threads > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool.slots.lock().threads, 1, "the stand-in thread ended");
     }
 
     /// While it waits the slot is another call's, and the waiter takes one
@@ -643,6 +680,42 @@ mod tests {
             r.unwrap();
         }
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    /// A call at once that waits outside the pool still counts as the one
+    /// call at once: the next call goes to the pool's threads, so waiting
+    /// calls cannot pile up in `block_in_place`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_a_call_at_once_waits_the_next_goes_to_the_pool() {
+        let pool = Pool::new(2);
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (entered, waiting) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.call(move || {
+                    while_blocked(|| {
+                        entered.send(()).unwrap();
+                        gate.recv_timeout(Duration::from_secs(10)).is_ok()
+                    })
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || waiting.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the first call waits");
+        let (name, here) = pool
+            .call(|| std::thread::current().name().map(str::to_string))
+            .await
+            .unwrap();
+        assert!(!here, "not at once while another call is in progress");
+        assert!(name.unwrap().starts_with("wasmgate-worker-"));
+        go.send(()).unwrap();
+        let (answered, here) = first.await.unwrap().unwrap();
+        assert!(answered && here);
+        assert_eq!(pool.busy(), 0);
     }
 
     #[test]

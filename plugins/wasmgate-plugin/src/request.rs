@@ -9,7 +9,7 @@ use crate::{Error, Header};
 /// The reply to a [`request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// The subject it was sent to (the request's inbox).
+    /// Empty: the reply went to the gateway's own inbox.
     pub subject: String,
     pub payload: Vec<u8>,
     /// In the order they came; a name may repeat.
@@ -70,7 +70,8 @@ pub fn request(
 
 /// A failed request fails the message: `retry("request failed: <why>")`
 /// when asking again may work (no responders, timed out, unavailable),
-/// `reject(...)` when it cannot (forbidden, invalid subject, too large).
+/// `reject(...)` when it cannot (forbidden, invalid subject or header, too
+/// large).
 impl From<RequestError> for Error {
     fn from(e: RequestError) -> Error {
         let reason = format!("request failed: {}", describe_request_error(&e));
@@ -80,7 +81,8 @@ impl From<RequestError> for Error {
             }
             RequestError::InvalidSubject(_)
             | RequestError::Forbidden(_)
-            | RequestError::PayloadTooLarge(_) => Error::Reject(reason),
+            | RequestError::PayloadTooLarge(_)
+            | RequestError::InvalidHeader(_) => Error::Reject(reason),
         }
     }
 }
@@ -93,6 +95,7 @@ pub fn describe_request_error(e: &RequestError) -> String {
         RequestError::InvalidSubject(why) => format!("invalid-subject: {why}"),
         RequestError::Forbidden(why) => format!("forbidden: {why}"),
         RequestError::PayloadTooLarge(max) => format!("payload-too-large: max {max} bytes"),
+        RequestError::InvalidHeader(why) => format!("invalid-header: {why}"),
         RequestError::Unavailable(why) => format!("unavailable: {why}"),
     }
 }

@@ -73,16 +73,20 @@ impl Host for HostState {
             messaging.destination.name = subject.as_str(),
             messaging.operation.type = "send",
         );
-        let started = Instant::now();
         let reply = crate::dispatch::pool::while_blocked(|| {
             let _entered = span.enter();
-            runtime.block_on(client.send_request(subject, request))
+            // The wait for the reply alone, not for a slot afterwards.
+            let started = Instant::now();
+            let reply = runtime.block_on(client.send_request(subject, request));
+            plugin.counters.request_time.record(started.elapsed());
+            reply
         });
-        plugin.counters.request_time.record(started.elapsed());
         match reply {
             Ok(msg) => {
                 counts.ok.fetch_add(1, Ordering::Relaxed);
                 let mut msg = Message::from(msg);
+                // The gateway's own inbox is nothing the guest needs.
+                msg.subject = String::new();
                 msg.reply_to = None;
                 Ok(msg)
             }
@@ -131,7 +135,7 @@ impl PluginShared {
             match crate::grants::check_header(name, value) {
                 Ok(()) => {}
                 Err(crate::grants::HeaderDenied::Malformed(why)) => {
-                    return refused(RequestError::Unavailable(why));
+                    return refused(RequestError::InvalidHeader(why));
                 }
                 Err(crate::grants::HeaderDenied::Reserved(why)) => {
                     counts.forbidden.fetch_add(1, Ordering::Relaxed);

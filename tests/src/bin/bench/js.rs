@@ -200,7 +200,7 @@ pub async fn run(server: &NatsServer, p: &Params) -> anyhow::Result<Value> {
                                 // (stream, input sequence, publish index), so
                                 // the output stream does the same dedup work.
                                 let seq = m.info().map_or(0, |i| i.stream_sequence);
-                                let publish = jetstream::context::Publish::build()
+                                let publish = jetstream::message::PublishMessage::build()
                                     .payload(m.payload.clone())
                                     .message_id(format!("{stream_name}:{seq}:0"));
                                 if let Ok(ack) = js2.send_publish(target, publish).await {

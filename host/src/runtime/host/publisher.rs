@@ -32,7 +32,48 @@ impl Host for HostState {
     }
 }
 
+/// Why the headers or the size of a message a guest sends are refused.
+pub(super) enum Refusal {
+    /// A header NATS cannot carry.
+    MalformedHeader(String),
+    /// A header that makes the server act beyond the message (`grants`).
+    ReservedHeader(String),
+    /// Larger than the server's max payload (given).
+    TooLarge(usize),
+}
+
 impl PluginShared {
+    /// The checks publishes and requests share: each header, then the size
+    /// with headers against the server's max payload (0: not connected yet,
+    /// not checked).
+    pub(super) fn check_message(
+        &self,
+        payload_len: usize,
+        headers: &[(String, String)],
+    ) -> Result<(), Refusal> {
+        for (name, value) in headers {
+            match crate::grants::check_header(name, value) {
+                Ok(()) => {}
+                Err(crate::grants::HeaderDenied::Malformed(why)) => {
+                    return Err(Refusal::MalformedHeader(why));
+                }
+                Err(crate::grants::HeaderDenied::Reserved(why)) => {
+                    return Err(Refusal::ReservedHeader(why));
+                }
+            }
+        }
+        let max = self.max_payload.load(Ordering::Relaxed);
+        let size = payload_len
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>();
+        if max > 0 && size > max {
+            return Err(Refusal::TooLarge(max));
+        }
+        Ok(())
+    }
+
     /// Whether this plugin may publish this message now, `queued` publishes
     /// into the handling of one message. A refusal is counted.
     pub fn check_publish(
@@ -63,28 +104,18 @@ impl PluginShared {
             );
             return refused(PublishError::Forbidden(denied.reason(subject)));
         }
-        for (name, value) in headers {
-            match crate::grants::check_header(name, value) {
-                Ok(()) => {}
-                Err(crate::grants::HeaderDenied::Malformed(why)) => {
-                    return refused(PublishError::Unavailable(why));
-                }
-                Err(crate::grants::HeaderDenied::Reserved(why)) => {
-                    self.counters
-                        .publish_forbidden
-                        .fetch_add(1, Ordering::Relaxed);
-                    return refused(PublishError::Forbidden(why));
-                }
+        match self.check_message(payload_len, headers) {
+            Ok(()) => {}
+            Err(Refusal::MalformedHeader(why)) => {
+                return refused(PublishError::Unavailable(why));
             }
-        }
-        let max = self.max_payload.load(Ordering::Relaxed);
-        if max > 0 {
-            let size = payload_len
-                + headers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 4)
-                    .sum::<usize>();
-            if size > max {
+            Err(Refusal::ReservedHeader(why)) => {
+                self.counters
+                    .publish_forbidden
+                    .fetch_add(1, Ordering::Relaxed);
+                return refused(PublishError::Forbidden(why));
+            }
+            Err(Refusal::TooLarge(max)) => {
                 return refused(PublishError::PayloadTooLarge(max as u64));
             }
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::client::RequestErrorKind;
 
+use super::publisher::Refusal;
 use crate::runtime::bindings::wasmgate::plugin::requester::{Host, RequestError};
 use crate::runtime::bindings::wasmgate::plugin::types::Message;
 use crate::runtime::{HostState, PluginShared};
@@ -131,27 +132,14 @@ impl PluginShared {
             );
             return refused(RequestError::Forbidden(denied.reason(subject)));
         }
-        for (name, value) in headers {
-            match crate::grants::check_header(name, value) {
-                Ok(()) => {}
-                Err(crate::grants::HeaderDenied::Malformed(why)) => {
-                    return refused(RequestError::InvalidHeader(why));
-                }
-                Err(crate::grants::HeaderDenied::Reserved(why)) => {
-                    counts.forbidden.fetch_add(1, Ordering::Relaxed);
-                    return refused(RequestError::Forbidden(why));
-                }
+        match self.check_message(payload_len, headers) {
+            Ok(()) => Ok(()),
+            Err(Refusal::MalformedHeader(why)) => refused(RequestError::InvalidHeader(why)),
+            Err(Refusal::ReservedHeader(why)) => {
+                counts.forbidden.fetch_add(1, Ordering::Relaxed);
+                refused(RequestError::Forbidden(why))
             }
+            Err(Refusal::TooLarge(max)) => refused(RequestError::PayloadTooLarge(max as u64)),
         }
-        let max = self.max_payload.load(Ordering::Relaxed);
-        let size = payload_len
-            + headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>();
-        if max > 0 && size > max {
-            return refused(RequestError::PayloadTooLarge(max as u64));
-        }
-        Ok(())
     }
 }
